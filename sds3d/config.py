@@ -1,0 +1,351 @@
+"""Typed run configuration: dataclass schema, YAML files, dotted overrides, validation, schedules.
+
+Every default lives in ``configs/base.yaml`` (which also documents each key); the dataclasses here are
+the schema OmegaConf checks types against. A method YAML starts with ``defaults: [base]`` and states
+only what differs. Any scalar marked schedulable may be a number or ``[start_step, start, end, end_step]``.
+"""
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, List, Optional, Sequence
+
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+from sds3d.errors import ConfigError
+
+CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+# A schedulable scalar: a number, or [start_step, start_value, end_value, end_step].
+Schedulable = Any
+
+
+def schedule(value, step: int) -> float:
+    """Evaluate a schedulable scalar at ``step``: linear between start_step and end_step, clamped outside.
+
+    >>> schedule([0, 10.0, 1000.0, 5000], 2500)
+    505.0
+    """
+    if isinstance(value, (int, float)):
+        return float(value)
+    start_step, start, end, end_step = value
+    if step <= start_step:
+        return float(start)
+    if step >= end_step:
+        return float(end)
+    frac = (step - start_step) / (end_step - start_step)
+    return float(start + frac * (end - start))
+
+
+@dataclass
+class PromptConfig:
+    text: str = MISSING
+    negative: str = MISSING
+    view_dependent: bool = MISSING
+    front_threshold: float = MISSING
+    back_threshold: float = MISSING
+    overhead_threshold: float = MISSING
+
+
+@dataclass
+class GuideConfig:
+    model: str = MISSING
+    dtype: str = MISSING
+    channels_last: bool = MISSING
+    cache_dir: str = MISSING
+
+
+@dataclass
+class ObjectiveConfig:
+    name: str = MISSING
+    guidance_scale: Schedulable = MISSING
+    weighting: str = MISSING
+    t_min: Schedulable = MISSING
+    t_max: Schedulable = MISSING
+    grad_clip: Schedulable = MISSING
+    weight: Schedulable = MISSING
+
+
+@dataclass
+class HashGridConfig:
+    levels: int = MISSING
+    features_per_level: int = MISSING
+    log2_table_size: int = MISSING
+    base_resolution: int = MISSING
+    max_resolution: int = MISSING
+    start_level: int = MISSING
+    start_step: int = MISSING
+    update_steps: int = MISSING
+    backend: str = MISSING
+
+
+@dataclass
+class SceneConfig:
+    radius: float = MISSING
+    encoding: HashGridConfig = field(default_factory=HashGridConfig)
+    mlp_width: int = MISSING
+    mlp_layers: int = MISSING
+    density_bias: str = MISSING
+    blob_scale: float = MISSING
+    blob_std: float = MISSING
+    normals: str = MISSING
+    finite_difference_eps: float = MISSING
+
+
+@dataclass
+class BackgroundConfig:
+    kind: str = MISSING
+    color: List[float] = MISSING
+    random_color_prob: float = MISSING
+    mlp_width: int = MISSING
+    frequencies: int = MISSING
+
+
+@dataclass
+class RenderConfig:
+    width: int = MISSING
+    height: int = MISSING
+    samples: int = MISSING
+    importance_samples: int = MISSING
+    chunk: int = MISSING
+    ambient_only_steps: int = MISSING
+    textureless_prob: float = MISSING
+    diffuse_prob: float = MISSING
+    ambient: float = MISSING
+    diffuse: float = MISSING
+    background: BackgroundConfig = field(default_factory=BackgroundConfig)
+
+
+@dataclass
+class CameraConfig:
+    batch_size: int = MISSING
+    elevation_range: List[float] = MISSING
+    azimuth_range: List[float] = MISSING
+    distance_range: List[float] = MISSING
+    fovy_range: List[float] = MISSING
+    light_distance_range: List[float] = MISSING
+    eval_distance: float = MISSING
+    eval_fovy: float = MISSING
+    eval_elevation: float = MISSING
+
+
+@dataclass
+class TrainConfig:
+    steps: int = MISSING
+    lr_encoding: float = MISSING
+    lr_network: float = MISSING
+    lr_background: float = MISSING
+    betas: List[float] = MISSING
+    eps: float = MISSING
+    amp: bool = MISSING
+    lambda_orient: Schedulable = MISSING
+    lambda_sparsity: Schedulable = MISSING
+    lambda_opaque: Schedulable = MISSING
+    log_every: int = MISSING
+    val_every: int = MISSING
+    val_views: int = MISSING
+    val_resolution: int = MISSING
+    ckpt_every: int = MISSING
+
+
+@dataclass
+class ExportConfig:
+    formats: List[str] = MISSING
+    resolution: int = MISSING
+    threshold: Optional[float] = MISSING
+    min_component_fraction: float = MISSING
+    video_frames: int = MISSING
+    video_fps: int = MISSING
+    video_resolution: int = MISSING
+
+
+@dataclass
+class RunConfig:
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    seed: int = MISSING
+    device: str = MISSING
+    out_dir: str = MISSING
+    guide: GuideConfig = field(default_factory=GuideConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    scene: SceneConfig = field(default_factory=SceneConfig)
+    render: RenderConfig = field(default_factory=RenderConfig)
+    cameras: CameraConfig = field(default_factory=CameraConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+
+
+# The string-valued keys with a closed set of values. Objective names come from the registry
+# (passed in by the caller) so that config never imports the objectives.
+CHOICES = {
+    "guide.dtype": ("auto", "fp16", "fp32"),
+    "device": ("auto", "cpu", "cuda"),
+    "objective.weighting": ("sds", "uniform", "fantasia3d"),
+    "scene.density_bias": ("blob", "none"),
+    "scene.normals": ("analytic", "finite_difference"),
+    "scene.encoding.backend": ("auto", "torch"),
+    "render.background.kind": ("solid", "environment"),
+}
+EXPORT_FORMATS = ("glb", "obj", "ply")
+
+
+def _schedulable_keys(schema=RunConfig, prefix: str = "") -> List[str]:
+    keys = []
+    for f in dataclasses.fields(schema):
+        if dataclasses.is_dataclass(f.type):
+            keys += _schedulable_keys(f.type, f"{prefix}{f.name}.")
+        elif f.type is Schedulable:
+            keys.append(prefix + f.name)
+    return keys
+
+
+_SCHEDULE_KEYS = _schedulable_keys()
+_OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")
+
+
+def is_override(arg: str) -> bool:
+    """True for a ``dotted.key=value`` command-line argument."""
+    return bool(_OVERRIDE.match(arg))
+
+
+def resolve_config_path(name_or_path: str) -> Path:
+    """A path to a YAML file, or the name of a shipped config (``dreamfusion-sd``)."""
+    path = Path(name_or_path).expanduser()
+    if path.is_file():
+        return path
+    shipped = CONFIGS_DIR / f"{name_or_path.removesuffix('.yaml')}.yaml"
+    if shipped.is_file():
+        return shipped
+    raise ConfigError(
+        f"config file '{name_or_path}' does not exist",
+        hint=f"give a path to a YAML file or one of the shipped configs: {', '.join(shipped_configs())}",
+    )
+
+
+def shipped_configs() -> List[str]:
+    return sorted(p.stem for p in CONFIGS_DIR.glob("*.yaml"))
+
+
+def _read_yaml(path: Path, seen: Sequence[Path] = ()) -> DictConfig:
+    """A YAML file with its ``defaults: [...]`` chain merged in, earlier entries first."""
+    if path in seen:
+        raise ConfigError(f"config '{path}' includes itself through 'defaults'")
+    try:
+        node = OmegaConf.load(path)
+    except (OSError, ValueError, OmegaConfBaseException) as exc:
+        raise ConfigError(f"cannot read config '{path}': {exc}") from exc
+    parents = node.pop("defaults", ListConfig([]))
+    if not isinstance(parents, ListConfig):
+        raise ConfigError(f"'defaults' in '{path}' must be a list of config names, e.g. [base]")
+    merged = OmegaConf.create()
+    for parent in parents:
+        name = f"{str(parent).removesuffix('.yaml')}.yaml"
+        parent_path = next((p for p in (path.parent / name, CONFIGS_DIR / name) if p.is_file()), None)
+        if parent_path is None:
+            raise ConfigError(f"'{path}' names defaults '{parent}', found neither beside it nor in {CONFIGS_DIR}")
+        merged = OmegaConf.merge(merged, _read_yaml(parent_path, (*seen, path)))
+    return OmegaConf.merge(merged, node)
+
+
+def _explain(exc: OmegaConfBaseException) -> ConfigError:
+    key = getattr(exc, "full_key", "") or ""
+    parent_key = key.rsplit(".", 1)[0] if "." in key else ""
+    message = str(exc).splitlines()[0]
+    if isinstance(exc, ConfigKeyError):
+        section = OmegaConf.structured(RunConfig)
+        node = OmegaConf.select(section, parent_key) if parent_key else section
+        valid = ", ".join(node.keys()) if isinstance(node, DictConfig) else ""
+        where = f"'{parent_key}'" if parent_key else "the top level"
+        return ConfigError(f"unknown config key '{key}'", hint=f"valid keys in {where}: {valid}")
+    return ConfigError(f"bad value for '{key}': {message}", hint="see configs/base.yaml for every key and its type")
+
+
+def load_config(
+    config: Optional[str] = None,
+    overrides: Sequence[str] = (),
+    prompt: Optional[str] = None,
+    objective_names: Sequence[str] = (),
+) -> DictConfig:
+    """Build a validated run config: schema <- base.yaml <- ``config`` <- overrides <- prompt.
+
+    Raises ConfigError naming the key (and the valid choices) for an unknown key, a wrong type, a
+    missing prompt, a bad schedule or an unknown choice; nothing is loaded before this passes.
+    """
+    source = resolve_config_path(config) if config else CONFIGS_DIR / "base.yaml"
+    layers = [_read_yaml(source)]
+    if prompt is not None:
+        layers.append({"prompt": {"text": prompt}})
+    return _build(layers, overrides, objective_names)
+
+
+def _build(layers: list, overrides: Sequence[str], objective_names: Sequence[str]) -> DictConfig:
+    bad = [o for o in overrides if not is_override(o)]
+    if bad:
+        raise ConfigError(f"cannot read override '{bad[0]}'", hint="overrides look like key.path=value")
+    try:
+        cfg = OmegaConf.merge(OmegaConf.structured(RunConfig), *layers, OmegaConf.from_dotlist(list(overrides)))
+    except OmegaConfBaseException as exc:
+        raise _explain(exc) from exc
+    validate(cfg, objective_names)
+    OmegaConf.set_readonly(cfg, True)
+    return cfg
+
+
+def validate(cfg: DictConfig, objective_names: Sequence[str] = ()) -> None:
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if "prompt.text" in missing:
+        raise ConfigError("no prompt given", hint='sds3d run "a hamburger"  (or prompt.text="...")')
+    if missing:
+        raise ConfigError(f"config keys without a value: {', '.join(missing)}", hint="set them in the YAML or as key=value")
+    if not cfg.prompt.text.strip():
+        raise ConfigError("the prompt is empty", hint='sds3d run "a hamburger"')
+    choices = dict(CHOICES)
+    if objective_names:
+        choices["objective.name"] = tuple(objective_names)
+    for key, allowed in choices.items():
+        value = OmegaConf.select(cfg, key)
+        if value not in allowed:
+            raise ConfigError(f"{key}: unknown value '{value}'", hint=f"choose one of: {', '.join(allowed)}")
+    for fmt in cfg.export.formats:
+        if fmt not in EXPORT_FORMATS:
+            raise ConfigError(f"export.formats: unknown format '{fmt}'", hint=f"choose from: {', '.join(EXPORT_FORMATS)}")
+    for key in _SCHEDULE_KEYS:
+        check_schedule(key, OmegaConf.select(cfg, key))
+    for key in ("cameras.elevation_range", "cameras.azimuth_range", "cameras.distance_range", "cameras.fovy_range"):
+        low, high = OmegaConf.select(cfg, key)
+        if low > high:
+            raise ConfigError(f"{key}: lower bound {low} is above upper bound {high}")
+    positive = ("train.steps", "render.width", "render.height", "render.samples", "cameras.batch_size", "export.resolution")
+    for key in positive:
+        if OmegaConf.select(cfg, key) <= 0:
+            raise ConfigError(f"{key} must be positive, got {OmegaConf.select(cfg, key)}")
+
+
+def check_schedule(key: str, value) -> None:
+    if isinstance(value, bool) or not (isinstance(value, (int, float)) or _is_schedule(value)):
+        raise ConfigError(
+            f"{key}: expected a number or [start_step, start_value, end_value, end_step], got {value!r}"
+        )
+
+
+def _is_schedule(value) -> bool:
+    if not isinstance(value, (list, ListConfig)) or len(value) != 4:
+        return False
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        return False
+    return value[0] <= value[3]
+
+
+def save_config(cfg: DictConfig, path: Path) -> None:
+    from sds3d.atomic import atomic_write
+
+    with atomic_write(path) as tmp:
+        OmegaConf.save(cfg, tmp, resolve=True)
+
+
+def load_saved_config(path: Path, overrides: Sequence[str] = (), objective_names: Sequence[str] = ()) -> DictConfig:
+    """The resolved config a run saved, with optional overrides (e.g. ``train.steps`` to run longer)."""
+    if not path.is_file():
+        raise ConfigError(f"'{path}' does not exist", hint="give a run folder made by `sds3d run`")
+    return _build([OmegaConf.load(path)], overrides, objective_names)

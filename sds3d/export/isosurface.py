@@ -1,0 +1,110 @@
+"""Density field -> coloured triangle mesh, by marching cubes on a sampled grid."""
+
+import math
+from collections.abc import Callable, Iterable
+
+import numpy as np
+import torch
+import trimesh
+from skimage.measure import marching_cubes
+
+from sds3d.errors import ExportError
+
+PointFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _evaluate(fn: PointFn, chunks: Iterable[torch.Tensor], device) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.cat([fn(points.to(device)).float().cpu() for points in chunks])
+
+
+def _lattice_chunks(axis: torch.Tensor, chunk: int) -> Iterable[torch.Tensor]:
+    # Points are built per chunk from flat indices, so a 512^3 grid never holds all its xyz at once.
+    r = len(axis)
+    for start in range(0, r**3, chunk):
+        idx = torch.arange(start, min(start + chunk, r**3))
+        yield torch.stack((axis[idx // r**2], axis[idx // r % r], axis[idx % r]), dim=-1)
+
+
+def sample_grid(fn: PointFn, radius: float, resolution: int, chunk: int = 65536, device="cpu") -> torch.Tensor:
+    """Evaluate ``fn(points[N,3]) -> [N] or [N,C]`` on the ``resolution``^3 lattice spanning
+    [-radius, radius]^3 (both ends included); return ``[R,R,R]`` or ``[R,R,R,C]``, float32 on CPU.
+
+    ``grid[i, j, k]`` is the value at ``(x_i, y_j, z_k)``.
+    """
+    axis = torch.linspace(-radius, radius, resolution)
+    values = _evaluate(fn, _lattice_chunks(axis, chunk), device)
+    return values.reshape(resolution, resolution, resolution, *values.shape[1:])
+
+
+def _check_grid(grid: torch.Tensor) -> None:
+    if grid.numel() == 0:
+        raise ExportError("the density grid is empty", hint="use export.resolution of 2 or more")
+    if not torch.isfinite(grid).all():
+        raise ExportError(
+            "the density grid contains NaN or inf", hint="the scene is broken; export an earlier checkpoint"
+        )
+
+
+def auto_threshold(density_grid: torch.Tensor, reference_step: float) -> float:
+    """The density at which one renderer step of ``reference_step`` is half opaque, ln(2)/step,
+    capped at half the grid's peak so that a young, faint scene still yields a surface."""
+    _check_grid(density_grid)
+    if reference_step <= 0:
+        raise ExportError(f"reference step must be positive, got {reference_step}")
+    peak = float(density_grid.max())
+    if peak <= 0:
+        raise ExportError(
+            f"the density grid has no positive density (max {peak:.4g})", hint="train longer before exporting"
+        )
+    return min(math.log(2) / reference_step, 0.5 * peak)
+
+
+def _drop_small_components(mesh: trimesh.Trimesh, min_fraction: float) -> trimesh.Trimesh:
+    labels = trimesh.graph.connected_component_labels(mesh.face_adjacency, node_count=len(mesh.faces))
+    sizes = np.bincount(labels)
+    mesh.update_faces(sizes[labels] >= min_fraction * sizes.max())
+    mesh.remove_unreferenced_vertices()
+    return mesh
+
+
+def extract_mesh(
+    density_fn: PointFn,
+    color_fn: PointFn,
+    radius: float,
+    resolution: int = 128,
+    threshold: float | None = None,
+    reference_step: float = 0.02,
+    min_component_fraction: float = 0.01,
+    device="cpu",
+) -> trimesh.Trimesh:
+    """Mesh the surface where density crosses ``threshold`` (``auto_threshold`` when None).
+
+    Faces face outward (away from high density). Connected components with fewer faces than
+    ``min_component_fraction`` of the largest are dropped as floaters. Vertex colours are
+    ``color_fn(vertices) -> [N,3]`` in [0,1], stored as uint8 RGBA.
+    """
+    if resolution < 2:
+        raise ExportError(f"export resolution must be at least 2, got {resolution}")
+    grid = sample_grid(density_fn, radius, resolution, device=device).reshape(resolution, resolution, resolution)
+    _check_grid(grid)
+    level = auto_threshold(grid, reference_step) if threshold is None else float(threshold)
+    peak, floor = float(grid.max()), float(grid.min())
+    if peak <= level:
+        raise ExportError(
+            f"density never reaches threshold {level:.4g} (max {peak:.4g})",
+            hint="lower export.threshold or train longer",
+        )
+    if floor >= level:
+        raise ExportError(
+            f"density is above threshold {level:.4g} everywhere in the box (min {floor:.4g}), so there is no surface",
+            hint="raise export.threshold",
+        )
+    step = 2 * radius / (resolution - 1)
+    verts, faces, _, _ = marching_cubes(grid.numpy(), level=level, spacing=(step, step, step))
+    # For a field that is high inside, skimage winds faces inward; reverse them to face out.
+    mesh = trimesh.Trimesh(verts - radius, faces[:, ::-1], process=False)
+    mesh = _drop_small_components(mesh, min_component_fraction)
+    rgb = _evaluate(color_fn, torch.from_numpy(mesh.vertices).float().split(65536), device)
+    mesh.visual.vertex_colors = np.round(rgb.clamp(0, 1).numpy() * 255).astype(np.uint8)
+    return mesh

@@ -1,0 +1,201 @@
+"""Multiresolution hash encoding (instant-ngp) in pure PyTorch, following tiny-cuda-nn's conventions.
+
+Conventions, for L levels of F features each, table size T = 2**log2_table_size, base resolution
+N_min and max resolution N_max:
+
+- growth per level b = exp((ln N_max - ln N_min) / (L - 1)), and b = 1 when L == 1.
+- level l: scale_l = N_min * b**l - 1 and resolution_l = ceil(scale_l) + 1. A point x in [0, 1]^3
+  maps to pos = x * scale_l + 0.5, corner = floor(pos), frac = pos - corner, and the level's
+  features are the trilinear interpolation of the 8 corners around pos. The half-cell offset is
+  tcnn's: it staggers the levels so their cell faces do not line up (instant-ngp, appendix A).
+- level l holds min(T, next multiple of 8 of resolution_l**3) rows. A corner's row is dense
+  row-major, x + y*res + z*res**2, when resolution_l**3 fits in the level, and otherwise the
+  coherent prime hash (x * 1) XOR (y * 2654435761) XOR (z * 805459861). Either way it is taken
+  modulo the level's row count. The hash is computed in int64. For hashed levels (row count
+  T, a power of two) this gives the same rows as tcnn's uint32 arithmetic.
+- all levels share one flat table of shape [sum of rows, F], initialised uniform in +-1e-4.
+  ``offsets[l]`` is the first row of level l.
+- points outside [0, 1] are not clamped and raise no error. Their corners wrap through the
+  modulo, as they do in tcnn, so the encoding is defined everywhere but repeats out there.
+  Negative corners on dense levels wrap by the mathematical modulo, not tcnn's uint32 wrap.
+
+The output is level-major: column l*F + f is feature f of level l. Levels at or above
+``active_levels`` are multiplied by zero, so shapes never change and locked levels get no gradient.
+"""
+
+import logging
+import math
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from sds3d.errors import ConfigError
+
+log = logging.getLogger("sds3d")
+
+_PRIMES = (1, 2654435761, 805459861)
+
+
+def _encode_torch(
+    x: Tensor, table: Tensor, offsets: Tensor, scales: Tensor, resolutions: Tensor, sizes: Tensor,
+    dense: Tensor,
+) -> Tensor:
+    """Interpolated features of every level: all levels and corners in one gather.
+
+    Args:
+        x: [N, 3] points, in the dtype of ``table``.
+        table: [P, F] flat feature table.
+        offsets: [L] int64 first table row of each level.
+        scales: [L] float scale_l.
+        resolutions: [L] int64 resolution_l.
+        sizes: [L] int64 rows in each level.
+        dense: [L] bool, True where the level is indexed row-major instead of hashed.
+
+    Returns:
+        [N, L, F] features.
+    """
+    n, n_levels = x.shape[0], offsets.shape[0]
+    pos = x[:, None, :] * scales[None, :, None].to(x.dtype) + 0.5  # [N, L, 3]
+    corner = pos.detach().floor()
+    frac = pos - corner  # [N, L, 3]; differentiable in x, the floor is piecewise constant
+    corner = corner.long()
+
+    res = resolutions[:, None]
+    dense_mult = torch.cat([torch.ones_like(res), res, res * res], dim=1)  # [L, 3]
+    mult = torch.where(dense[:, None], dense_mult, torch.tensor(_PRIMES, device=x.device))  # [L, 3]
+    # per axis, the two corner coordinates times that axis's multiplier: [N, L, 3, 2]
+    terms = (corner[..., None] + torch.arange(2, device=x.device)) * mult[None, :, :, None]
+    tx = terms[:, :, 0, :, None, None]  # [N, L, 2, 1, 1]
+    ty = terms[:, :, 1, None, :, None]  # [N, L, 1, 2, 1]
+    tz = terms[:, :, 2, None, None, :]  # [N, L, 1, 1, 2]
+    index = torch.where(dense[None, :, None, None, None], tx + ty + tz, tx ^ ty ^ tz)  # [N, L, 2, 2, 2]
+    index = index.remainder(sizes[None, :, None, None, None]) + offsets[None, :, None, None, None]
+    feats = table.index_select(0, index.reshape(-1)).view(n, n_levels, 8, -1)  # [N, L, 8, F]
+
+    w = torch.stack([1 - frac, frac], dim=-1)  # [N, L, 3, 2]
+    weights = w[:, :, 0, :, None, None] * w[:, :, 1, None, :, None] * w[:, :, 2, None, None, :]
+    # weights: [N, L, 2, 2, 2], laid out like index
+    return (weights.reshape(n, n_levels, 1, 8) @ feats).squeeze(2)  # [N, L, F]
+
+
+ENCODE_BACKENDS: dict[str, Callable[..., Tensor]] = {"torch": _encode_torch}
+"""Backend name -> ``fn(x, table, offsets, scales, resolutions, sizes, dense) -> [N, L, F]``."""
+
+
+def _check_backend_name(name: str) -> None:
+    if name != "auto" and name not in ENCODE_BACKENDS:
+        choices = ", ".join(["auto", *ENCODE_BACKENDS])
+        raise ConfigError(f"unknown hash grid backend {name!r}; valid choices: {choices}", hint="use 'auto'")
+
+
+def resolve_backend(name: str, device: torch.device) -> str:
+    """Pick the encode backend that runs on ``device`` and log one line saying which and why.
+
+    Args:
+        name: "auto" or a key of ``ENCODE_BACKENDS``.
+        device: where the points and the table live.
+
+    Returns:
+        A key of ``ENCODE_BACKENDS``.
+    """
+    _check_backend_name(name)
+    if name == "auto":
+        chosen, why = "torch", f"no compiled kernel registered for {device.type}"
+    else:
+        chosen, why = name, "requested"
+    log.info("hash grid: %s backend (%s)", chosen, why)
+    return chosen
+
+
+def active_levels_at(step: int, n_levels: int, start_level: int, start_step: int, update_steps: int) -> int:
+    """Levels unlocked at ``step``, threestudio's ProgressiveBandHashGrid rule.
+
+    ``min(start_level + max(step - start_step, 0) // update_steps, n_levels)``: start_level levels up
+    to and including ``start_step``, then one more every ``update_steps`` steps. With start_level 8,
+    start_step 2000 and update_steps 500: steps 0..2499 -> 8, 2500 -> 9, 6000 and later -> 16.
+
+    Args:
+        step: global training step.
+        n_levels: levels in the grid.
+        start_level: levels active from the start.
+        start_step: step after which levels start unlocking.
+        update_steps: steps between two unlocks.
+
+    Returns:
+        Number of active levels.
+    """
+    return min(start_level + max(step - start_step, 0) // update_steps, n_levels)
+
+
+class HashGridEncoding(nn.Module):
+    """Multiresolution hash encoding of points in [0, 1]^3 (conventions in the module docstring).
+
+    The default 16 levels of 2 features from 16 to 2048 give b ~= 1.3819 and 32 output dims.
+
+    Args:
+        n_levels: L.
+        features_per_level: F.
+        log2_table_size: log2 of T, the most rows one level may hold.
+        base_resolution: N_min.
+        max_resolution: N_max.
+        backend: "auto" or a key of ``ENCODE_BACKENDS``; resolved per device on first use.
+    """
+
+    def __init__(
+        self,
+        n_levels: int = 16,
+        features_per_level: int = 2,
+        log2_table_size: int = 19,
+        base_resolution: int = 16,
+        max_resolution: int = 2048,
+        backend: str = "auto",
+    ):
+        super().__init__()
+        _check_backend_name(backend)
+        self.backend = backend
+        self._resolved: dict[str, str] = {}
+        self.n_levels = n_levels
+        self.n_output_dims = n_levels * features_per_level
+        self.active_levels = n_levels
+        log_growth = math.log(max_resolution / base_resolution) / (n_levels - 1) if n_levels > 1 else 0.0
+        self.per_level_scale = math.exp(log_growth)
+        # rounded so that float error in b**l cannot push an exact N_max - 1 past an integer and add a row
+        scales = [round(base_resolution * self.per_level_scale**l - 1, 6) for l in range(n_levels)]
+        resolutions = [math.ceil(s) + 1 for s in scales]
+        sizes = [min(2**log2_table_size, -(-r**3 // 8) * 8) for r in resolutions]
+        offsets = [sum(sizes[:l]) for l in range(n_levels)]
+        self.register_buffer("scales", torch.tensor(scales, dtype=torch.float64), persistent=False)
+        self.register_buffer("resolutions", torch.tensor(resolutions), persistent=False)
+        self.register_buffer("sizes", torch.tensor(sizes), persistent=False)
+        dense = [r**3 <= s for r, s in zip(resolutions, sizes)]
+        self.register_buffer("dense", torch.tensor(dense), persistent=False)
+        self.register_buffer("offsets", torch.tensor(offsets), persistent=False)
+        self.table = nn.Parameter(torch.empty(sum(sizes), features_per_level).uniform_(-1e-4, 1e-4))
+
+    def set_active_levels(self, n: int) -> None:
+        """Unlock the first ``n`` levels (clamped to [1, n_levels]); the rest output zeros."""
+        self.active_levels = max(1, min(n, self.n_levels))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Encode points.
+
+        Args:
+            x: [..., 3] points, nominally in [0, 1]. Math runs in float32, or in float64 when x is
+                float64 (for gradcheck); the table is cast to that dtype.
+
+        Returns:
+            [..., L*F] features in the math dtype.
+        """
+        kind = x.device.type
+        if kind not in self._resolved:
+            self._resolved[kind] = resolve_backend(self.backend, x.device)
+        dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        points = x.reshape(-1, 3).to(dtype)  # [N, 3]
+        out = ENCODE_BACKENDS[self._resolved[kind]](
+            points, self.table.to(dtype), self.offsets, self.scales, self.resolutions, self.sizes, self.dense
+        )  # [N, L, F]
+        if self.active_levels < self.n_levels:
+            mask = torch.arange(self.n_levels, device=x.device) < self.active_levels
+            out = out * mask[:, None].to(dtype)  # [N, L, F]
+        return out.reshape(*x.shape[:-1], self.n_output_dims)  # [..., L*F]

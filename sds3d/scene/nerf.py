@@ -1,0 +1,84 @@
+"""The optimised scene of the NeRF stage: a hash-grid field of density and albedo, with normals."""
+
+from typing import Optional, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from sds3d.scene.hashgrid import HashGridEncoding, active_levels_at
+
+
+def mlp(in_dim: int, out_dim: int, width: int, hidden_layers: int) -> nn.Sequential:
+    dims = [in_dim] + [width] * hidden_layers
+    layers = []
+    for a, b in zip(dims[:-1], dims[1:]):
+        layers += [nn.Linear(a, b), nn.ReLU(inplace=True)]
+    return nn.Sequential(*layers, nn.Linear(dims[-1], out_dim))
+
+
+class NeRFField(nn.Module):
+    """Density and albedo at points of the cube [-radius, radius]^3.
+
+    density = softplus(raw - 1 + bias(x)); with the Magic3D blob, bias = scale * (1 - |x| / std), so a
+    fresh field is a soft ball at the origin that SDS then sculpts. albedo = sigmoid(raw).
+    """
+
+    def __init__(self, cfg):
+        super().__init__()
+        enc = cfg.encoding
+        self.cfg = cfg
+        self.encoding = HashGridEncoding(
+            n_levels=enc.levels,
+            features_per_level=enc.features_per_level,
+            log2_table_size=enc.log2_table_size,
+            base_resolution=enc.base_resolution,
+            max_resolution=enc.max_resolution,
+            backend=enc.backend,
+        )
+        self.network = mlp(self.encoding.n_output_dims, 4, cfg.mlp_width, cfg.mlp_layers)
+
+    def update_step(self, step: int) -> None:
+        enc = self.cfg.encoding
+        self.encoding.set_active_levels(active_levels_at(step, enc.levels, enc.start_level, enc.start_step, enc.update_steps))
+
+    def density_bias(self, points: torch.Tensor) -> torch.Tensor:
+        if self.cfg.density_bias == "none":
+            return torch.zeros_like(points[..., 0])
+        return self.cfg.blob_scale * (1.0 - points.norm(dim=-1) / self.cfg.blob_std)
+
+    def forward(self, points: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """points [N, 3] -> density [N], albedo [N, 3]."""
+        unit = (points / self.cfg.radius + 1.0) / 2.0  # [N, 3] in [0, 1]
+        raw = self.network(self.encoding(unit)).float()  # [N, 4]
+        density = F.softplus(raw[:, 0] - 1.0 + self.density_bias(points))
+        return density, torch.sigmoid(raw[:, 1:])
+
+    def density(self, points: torch.Tensor) -> torch.Tensor:
+        return self(points)[0]
+
+    def query(self, points: torch.Tensor, with_normals: bool) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+        """density [N], albedo [N, 3] and, if asked, outward unit normals [N, 3] (minus the density gradient)."""
+        if not with_normals:
+            density, albedo = self(points)
+            return density, albedo, None
+        if self.cfg.normals == "finite_difference":
+            density, albedo = self(points)
+            return density, albedo, self._finite_difference_normals(points)
+        keep_graph = torch.is_grad_enabled()
+        with torch.enable_grad():
+            points = points.detach().requires_grad_(True)
+            density, albedo = self(points)
+            (grad,) = torch.autograd.grad(density.sum(), points, create_graph=keep_graph)
+        normals = F.normalize(-grad, dim=-1)
+        if not keep_graph:
+            density, albedo, normals = density.detach(), albedo.detach(), normals.detach()
+        return density, albedo, normals
+
+    def _finite_difference_normals(self, points: torch.Tensor) -> torch.Tensor:
+        eps = self.cfg.finite_difference_eps
+        offsets = torch.eye(3, device=points.device) * eps  # [3, 3]
+        shifted = torch.cat([points[:, None] + offsets, points[:, None] - offsets], dim=1)  # [N, 6, 3]
+        density = self.density(shifted.reshape(-1, 3)).reshape(-1, 6)
+        grad = (density[:, :3] - density[:, 3:]) / (2 * eps)
+        return F.normalize(-grad, dim=-1)

@@ -1,0 +1,62 @@
+"""Shared pytest fixtures for sds3d.
+
+* ``tiny_sd_dir`` / ``tiny_sd_vpred_dir``: session-scoped paths to tiny, randomly
+  initialised Stable Diffusion folders (epsilon / v_prediction), built offline
+  by :func:`tiny_models.save_tiny_stable_diffusion`.
+* ``_isolated_env`` (autouse, session): forces the Hugging Face hub offline and
+  points ``SDS3D_CACHE`` at a temporary directory.
+* Tests marked ``cuda`` are skipped when no NVIDIA GPU is available.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# huggingface_hub reads HF_HUB_OFFLINE when it is first imported, so set it
+# before anything below (torch is fine; diffusers/transformers import the hub).
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from tiny_models import save_tiny_stable_diffusion  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_env(tmp_path_factory: pytest.TempPathFactory):
+    """Offline hub + a private SDS3D_CACHE for the whole session.
+
+    torch's thread count is left at its default.
+    """
+    cache_dir = tmp_path_factory.mktemp("sds3d_cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        mp.setenv("TRANSFORMERS_OFFLINE", "1")
+        mp.setenv("SDS3D_CACHE", str(cache_dir))
+        yield cache_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny epsilon-prediction Stable Diffusion folder (diffusers layout)."""
+    return save_tiny_stable_diffusion(tmp_path_factory.mktemp("tiny_sd") / "model")
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_vpred_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny v-prediction Stable Diffusion folder (diffusers layout)."""
+    return save_tiny_stable_diffusion(
+        tmp_path_factory.mktemp("tiny_sd_vpred") / "model", prediction_type="v_prediction"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if torch.cuda.is_available():
+        return
+    skip_cuda = pytest.mark.skip(reason="needs an NVIDIA GPU")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip_cuda)

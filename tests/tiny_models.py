@@ -1,0 +1,170 @@
+"""Tiny, randomly initialised Stable Diffusion checkpoints for tests.
+
+Everything is built from configs (nothing is downloaded) and written in
+diffusers' folder layout, so ``StableDiffusionPipeline.from_pretrained(path)``
+and the per-component ``X.from_pretrained(path, subfolder=...)`` both accept it.
+
+Sizes: UNet latent 4x8x8, VAE scale factor 2 -> working resolution 16x16,
+CLIP text encoder hidden size 16 (= UNet cross_attention_dim), character-level
+BPE tokenizer with ``model_max_length`` 77.
+"""
+
+from __future__ import annotations
+
+import json
+import string
+from pathlib import Path
+
+import torch
+
+BOS_TOKEN = "<|startoftext|>"
+EOS_TOKEN = "<|endoftext|>"
+MODEL_MAX_LENGTH = 77
+TEXT_HIDDEN_SIZE = 16  # == unet cross_attention_dim
+
+# Characters the tokenizer knows, each as a word-internal piece "c" and a
+# word-final piece "c</w>".
+_TOKEN_CHARS = list(string.ascii_lowercase) + list(string.digits) + list(",.'-")
+
+
+def _write_char_bpe_files(folder: Path) -> tuple[Path, Path]:
+    """Write a character-level CLIP BPE vocab.json + merges.txt (no merges)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab: dict[str, int] = {}
+    for c in _TOKEN_CHARS:
+        vocab[c] = len(vocab)
+    for c in _TOKEN_CHARS:
+        vocab[c + "</w>"] = len(vocab)
+    vocab[BOS_TOKEN] = len(vocab)
+    vocab[EOS_TOKEN] = len(vocab)
+    vocab_file = folder / "vocab.json"
+    merges_file = folder / "merges.txt"
+    vocab_file.write_text(json.dumps(vocab, ensure_ascii=False, indent=0), encoding="utf-8")
+    merges_file.write_text("#version: 0.2\n", encoding="utf-8")
+    return vocab_file, merges_file
+
+
+def _build_tokenizer(folder: Path):
+    from transformers import CLIPTokenizer
+
+    vocab_file, merges_file = _write_char_bpe_files(folder)
+    # transformers 4.x: slow (python) CLIPTokenizer(vocab_file, merges_file).
+    # transformers 5.x: CLIPTokenizer is tokenizers-backed; its first two
+    # arguments are `vocab` / `merges`, which also accept file paths.
+    tokenizer = CLIPTokenizer(
+        str(vocab_file),
+        str(merges_file),
+        unk_token=EOS_TOKEN,
+        bos_token=BOS_TOKEN,
+        eos_token=EOS_TOKEN,
+        pad_token=EOS_TOKEN,
+        model_max_length=MODEL_MAX_LENGTH,
+    )
+    return tokenizer
+
+
+def save_tiny_stable_diffusion(
+    path: Path, *, prediction_type: str = "epsilon", seed: int = 0
+) -> Path:
+    """Build a tiny seeded Stable Diffusion and save it under ``path``.
+
+    Layout: unet/, vae/, text_encoder/, tokenizer/, scheduler/, model_index.json.
+    Returns ``path``.
+    """
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+
+    # --- tokenizer (written first: the text encoder's vocab/special ids follow it)
+    tokenizer_dir = path / "tokenizer"
+    tokenizer = _build_tokenizer(tokenizer_dir)
+    # Keep vocab.json/merges.txt next to tokenizer.json so the folder also loads
+    # with transformers 4.x' slow CLIPTokenizer.
+    tokenizer.save_pretrained(tokenizer_dir)
+
+    # Seed once, then build every module in a fixed order -> deterministic weights.
+    gen_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        unet = UNet2DConditionModel(
+            sample_size=8,
+            in_channels=4,
+            out_channels=4,
+            layers_per_block=1,
+            block_out_channels=(8, 16),
+            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+            cross_attention_dim=TEXT_HIDDEN_SIZE,
+            attention_head_dim=4,
+            norm_num_groups=4,
+        )
+        vae = AutoencoderKL(
+            in_channels=3,
+            out_channels=3,
+            down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+            up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+            block_out_channels=(8, 16),
+            layers_per_block=1,
+            latent_channels=4,
+            norm_num_groups=4,
+            sample_size=16,
+            scaling_factor=0.18215,
+        )
+        text_config = CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=TEXT_HIDDEN_SIZE,
+            intermediate_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=MODEL_MAX_LENGTH,
+            projection_dim=TEXT_HIDDEN_SIZE,
+            hidden_act="quick_gelu",
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        text_encoder = CLIPTextModel(text_config)
+    finally:
+        torch.random.set_rng_state(gen_state)
+
+    scheduler = DDIMScheduler(
+        num_train_timesteps=1000,
+        beta_schedule="scaled_linear",
+        beta_start=0.00085,
+        beta_end=0.012,
+        prediction_type=prediction_type,
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+
+    unet.save_pretrained(path / "unet")
+    vae.save_pretrained(path / "vae")
+    text_encoder.save_pretrained(path / "text_encoder")
+    scheduler.save_pretrained(path / "scheduler")
+
+    # model_index.json as StableDiffusionPipeline.save_pretrained writes it
+    # (written by hand: building the pipeline object is not needed and would
+    # drag in safety-checker machinery).
+    import diffusers
+
+    model_index = {
+        "_class_name": "StableDiffusionPipeline",
+        "_diffusers_version": diffusers.__version__,
+        "feature_extractor": [None, None],
+        "image_encoder": [None, None],
+        "requires_safety_checker": False,
+        "safety_checker": [None, None],
+        "scheduler": ["diffusers", type(scheduler).__name__],
+        "text_encoder": ["transformers", type(text_encoder).__name__],
+        "tokenizer": ["transformers", type(tokenizer).__name__],
+        "unet": ["diffusers", type(unet).__name__],
+        "vae": ["diffusers", type(vae).__name__],
+    }
+    (path / "model_index.json").write_text(json.dumps(model_index, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+__all__ = ["save_tiny_stable_diffusion", "MODEL_MAX_LENGTH", "TEXT_HIDDEN_SIZE"]
