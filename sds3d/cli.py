@@ -10,7 +10,13 @@ import typer
 
 from sds3d.errors import Sds3dError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Text to 3D by score distillation: prompt in, GLB out.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Text to 3D by score distillation: prompt in, GLB out.\n\n"
+    'Example: sds3d run "a hamburger" train.steps=2000 seed=3. Any config key can be overridden as key.path=value: '
+    "guide.model, train.steps, seed, objective.name, objective.guidance_scale, out_dir, ... (see `sds3d run --help`).",
+)
 state = {"debug": False}
 
 

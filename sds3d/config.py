@@ -267,7 +267,7 @@ def load_config(
     prompt: Optional[str] = None,
     objective_names: Sequence[str] = (),
 ) -> DictConfig:
-    """Build a validated run config: schema <- base.yaml <- ``config`` <- overrides <- prompt.
+    """Build a validated run config: schema <- base.yaml <- ``config`` <- prompt <- overrides.
 
     Raises ConfigError naming the key (and the valid choices) for an unknown key, a wrong type, a
     missing prompt, a bad schedule or an unknown choice; nothing is loaded before this passes.
@@ -313,9 +313,12 @@ def validate(cfg: DictConfig, objective_names: Sequence[str] = ()) -> None:
     for key in _SCHEDULE_KEYS:
         check_schedule(key, OmegaConf.select(cfg, key))
     for key in ("cameras.elevation_range", "cameras.azimuth_range", "cameras.distance_range", "cameras.fovy_range"):
-        low, high = OmegaConf.select(cfg, key)
+        bounds = OmegaConf.select(cfg, key)
+        if len(bounds) != 2:
+            raise ConfigError(f"{key}: expected [low, high], got {list(bounds)}", hint=f"give {key}=[low,high]")
+        low, high = bounds
         if low > high:
-            raise ConfigError(f"{key}: lower bound {low} is above upper bound {high}")
+            raise ConfigError(f"{key}: lower bound {low} is above upper bound {high}", hint=f"give {key}=[low,high] with low <= high")
     positive = ("train.steps", "render.width", "render.height", "render.samples", "cameras.batch_size", "export.resolution")
     for key in positive:
         if OmegaConf.select(cfg, key) <= 0:
@@ -325,7 +328,8 @@ def validate(cfg: DictConfig, objective_names: Sequence[str] = ()) -> None:
 def check_schedule(key: str, value) -> None:
     if isinstance(value, bool) or not (isinstance(value, (int, float)) or _is_schedule(value)):
         raise ConfigError(
-            f"{key}: expected a number or [start_step, start_value, end_value, end_step], got {value!r}"
+            f"{key}: expected a number or [start_step, start_value, end_value, end_step], got {value!r}",
+            hint=f"e.g. {key}=0.5 or {key}=[0,0.98,0.5,5000] (start_step <= end_step)",
         )
 
 

@@ -4,7 +4,6 @@ import json
 import logging
 import resource
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List
@@ -106,11 +105,10 @@ def train(cfg, run_dir: Path, resume: bool = False) -> RunResult:
             shading = pick_shading(step, cfg.render)
             random_bg = torch.rand(()).item() < cfg.render.background.random_color_prob
             bg_color = torch.rand(len(cameras), 3) if random_bg else None
-            with torch.autocast("cuda", dtype=torch.float16) if use_amp else nullcontext():
-                out = renderer.render(field_, background, cameras, shading, schedule(cfg.train.lambda_orient, step) > 0, bg_color)
-                x = guide.encode(out.rgb.permute(0, 3, 1, 2))
-                result = objective(guide, x, prompts.conditions(cameras), step)
-                losses = {"objective": schedule(cfg.objective.weight, step) * result.loss, **regularisers(out, step, cfg)}
+            out = renderer.render(field_, background, cameras, shading, schedule(cfg.train.lambda_orient, step) > 0, bg_color)
+            x = guide.encode(out.rgb.permute(0, 3, 1, 2))
+            result = objective(guide, x, prompts.conditions(cameras), step)
+            losses = {"objective": schedule(cfg.objective.weight, step) * result.loss, **regularisers(out, step, cfg)}
             loss = sum(losses.values())
             if not torch.isfinite(loss):
                 raise NonFiniteError(f"loss is {loss.item()} at step {step}", hint=f"the last good checkpoint is kept in {ckpt_path}")

@@ -1,0 +1,189 @@
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sds3d.cameras import Cameras, make_cameras
+from sds3d.render.background import Background
+from sds3d.render.shading import pick_shading, shade
+from sds3d.render.volume import (RenderOutput, VolumeRenderer, ray_box_bounds, sample_pdf,
+                                 weights_from_density)
+
+BG = (0.2, 0.4, 0.6)
+
+
+class Sphere:
+    """A solid ball at the origin with a constant albedo and analytic normals x/|x| (or flipped)."""
+
+    def __init__(self, radius=0.5, density=1e3, albedo=(0.9, 0.1, 0.3), flip=False):
+        self.radius, self.value, self.albedo, self.sign = radius, density, torch.tensor(albedo), -1.0 if flip else 1.0
+
+    def query(self, points, with_normals):
+        norm = points.norm(dim=-1)
+        density = torch.where(norm < self.radius, self.value, 0.0)
+        albedo = self.albedo.expand(points.shape[0], 3)
+        normals = self.sign * points / norm.clamp(min=1e-6)[:, None] if with_normals else None
+        return density, albedo, normals
+
+
+def renderer(samples=128, importance=0, radius=1.0):
+    cfg = SimpleNamespace(samples=samples, importance_samples=importance, chunk=4096, ambient=0.1, diffuse=0.9)
+    return VolumeRenderer(cfg, radius)
+
+
+def solid_background():
+    return Background(SimpleNamespace(kind="solid", color=list(BG), frequencies=4, mlp_width=16))
+
+
+def front_camera(distance=3.0, size=3, fovy=20.0, batch=1):
+    ones = torch.ones(batch)
+    return make_cameras(0 * ones, 0 * ones, distance * ones, fovy * ones, size, size)
+
+
+@pytest.mark.parametrize("importance", [0, 32])
+def test_ray_through_the_sphere_centre_is_opaque_at_the_surface(importance):
+    r = renderer(samples=128, importance=importance)
+    with torch.no_grad():
+        out = r.render(Sphere(), solid_background(), front_camera())
+    spacing = 2.0 / 128  # the cube [-1, 1] along the ray, 128 stratified samples
+    assert out.opacity[0, 1, 1, 0].item() == pytest.approx(1.0, abs=1e-4)
+    assert abs(out.depth[0, 1, 1, 0].item() - (3.0 - 0.5)) <= spacing
+    assert torch.allclose(out.rgb[0, 1, 1], torch.tensor([0.9, 0.1, 0.3]), atol=1e-3)
+
+
+def test_ray_that_misses_the_sphere_sees_the_background():
+    cams = front_camera()
+    cams.c2w[:, 2, 3] += 0.8  # shift the camera up: the centre ray passes at height 0.8 > radius 0.5
+    with torch.no_grad():
+        out = renderer().render(Sphere(), solid_background(), cams)
+    assert out.opacity[0, 1, 1, 0].item() == pytest.approx(0.0, abs=1e-6)
+    assert torch.equal(out.rgb[0, 1, 1], torch.tensor(BG))
+
+
+def test_weights_of_unit_density_over_unit_length_give_one_minus_e_inverse():
+    weights = weights_from_density(torch.ones(1, 10), torch.full((1, 10), 0.1))
+    assert weights.sum().item() == pytest.approx(1.0 - math.exp(-1.0), abs=1e-6)
+    assert torch.all(weights[0, 1:] < weights[0, :-1])  # transmittance falls along the ray
+
+
+def test_ray_box_bounds_enter_and_exit_the_cube():
+    origins = torch.tensor([[3.0, 0.0, 0.0], [3.0, 2.0, 0.0]])
+    dirs = torch.tensor([[-1.0, 0.0, 0.0], [-1.0, 0.0, 0.0]])
+    near, far = ray_box_bounds(origins, dirs, 1.0)
+    assert near[0].item() == pytest.approx(2.0) and far[0].item() == pytest.approx(4.0)
+    assert near[1].item() == far[1].item()  # the second ray misses
+
+
+def test_ray_box_bounds_start_at_zero_inside_the_cube():
+    near, far = ray_box_bounds(torch.zeros(1, 3), torch.tensor([[0.0, 0.0, 1.0]]), 1.0)
+    assert near.item() == 0.0 and far.item() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("jitter", [False, True])
+def test_sample_pdf_puts_samples_in_the_bin_of_a_delta_weight(jitter):
+    torch.manual_seed(0)
+    depths = torch.linspace(0.0, 1.0, 11)[None]
+    weights = torch.zeros(1, 11)
+    weights[0, 5] = 1.0  # the sample at depth 0.5, whose bin runs between midpoints 0.45 and 0.55
+    fine = sample_pdf(depths, weights, 256, jitter)
+    inside = ((fine >= 0.45 - 1e-6) & (fine <= 0.55 + 1e-6)).float().mean().item()
+    assert fine.shape == (1, 256)
+    assert inside > 0.98
+
+
+def test_render_of_a_camera_batch_has_the_documented_shapes():
+    cams = make_cameras(torch.tensor([0.0, 30.0]), torch.tensor([0.0, 90.0]), torch.full((2,), 3.0),
+                        torch.full((2,), 40.0), width=5, height=4)
+    with torch.no_grad():
+        out = renderer(samples=16, importance=8).render(Sphere(), solid_background(), cams)
+    assert isinstance(out, RenderOutput)
+    assert out.rgb.shape == (2, 4, 5, 3) and out.opacity.shape == (2, 4, 5, 1) and out.depth.shape == (2, 4, 5, 1)
+    assert out.normal is None and out.orient is None and out.semantic is None
+    assert out.rgb.min() >= 0.0 and out.rgb.max() <= 1.0
+
+
+@pytest.mark.parametrize("shading", ["diffuse", "textureless"])
+def test_lit_shading_asks_for_normals_and_returns_them(shading):
+    asked = []
+
+    class Recording(Sphere):
+        def query(self, points, with_normals):
+            asked.append(with_normals)
+            return super().query(points, with_normals)
+
+    with torch.no_grad():
+        out = renderer(samples=16, importance=8).render(Recording(), solid_background(), front_camera(batch=2), shading)
+    assert asked[-1] is True  # the differentiable pass; the coarse pass needs no normals
+    assert out.normal.shape == (2, 3, 3, 3) and out.orient.shape == (2, 3, 3, 1)
+
+
+def test_albedo_render_returns_normals_when_asked():
+    with torch.no_grad():
+        out = renderer(samples=16).render(Sphere(), solid_background(), front_camera(), "albedo", with_normals=True)
+    assert out.normal.shape == (1, 3, 3, 3)
+    # the centre pixel sees the sphere's front, whose normal points back at the camera (+x)
+    assert F.cosine_similarity(out.normal[0, 1, 1], torch.tensor([1.0, 0.0, 0.0]), dim=0).item() > 0.99
+
+
+def test_orientation_penalty_is_zero_for_outward_normals_and_positive_for_flipped():
+    cams = front_camera(size=5, fovy=30.0)
+    with torch.no_grad():
+        outward = renderer(samples=64).render(Sphere(), solid_background(), cams, with_normals=True)
+        flipped = renderer(samples=64).render(Sphere(flip=True), solid_background(), cams, with_normals=True)
+    assert outward.orient.abs().max().item() < 1e-6
+    hit = flipped.opacity[..., 0] > 0.5
+    assert hit.any() and torch.all(flipped.orient[..., 0][hit] > 0.1)
+
+
+def test_textureless_shading_ignores_albedo():
+    normals, points, lights = torch.tensor([[0.0, 0.0, 1.0]]), torch.zeros(1, 3), torch.tensor([[0.0, 1.0, 1.0]])
+    a = shade(torch.tensor([[0.9, 0.1, 0.2]]), normals, points, lights, "textureless", 0.1, 0.9)
+    b = shade(torch.tensor([[0.1, 0.7, 0.4]]), normals, points, lights, "textureless", 0.1, 0.9)
+    assert torch.equal(a, b)
+    assert torch.allclose(a, torch.full((1, 3), 0.1 + 0.9 / math.sqrt(2)))
+
+
+def test_albedo_shading_returns_the_albedo():
+    albedo = torch.rand(7, 3)
+    assert torch.equal(shade(albedo, None, torch.zeros(7, 3), torch.ones(7, 3), "albedo", 0.1, 0.9), albedo)
+
+
+@pytest.mark.parametrize("mode", ["diffuse", "textureless"])
+def test_light_behind_the_surface_gives_ambient_only(mode):
+    albedo = torch.tensor([[0.5, 0.2, 0.8]])
+    normals, points, light = torch.tensor([[0.0, 0.0, 1.0]]), torch.zeros(1, 3), torch.tensor([[0.0, 0.0, -5.0]])
+    out = shade(albedo, normals, points, light, mode, 0.1, 0.9)
+    base = albedo if mode == "diffuse" else torch.ones_like(albedo)
+    assert torch.allclose(out, 0.1 * base)
+
+
+def test_pick_shading_is_albedo_before_ambient_only_steps():
+    cfg = SimpleNamespace(ambient_only_steps=100, diffuse_prob=1.0, textureless_prob=1.0)
+    assert {pick_shading(step, cfg) for step in (0, 50, 99)} == {"albedo"}
+    assert pick_shading(100, cfg) == "textureless"
+
+
+@pytest.mark.parametrize("diffuse_prob, textureless_prob, expected", [
+    (1.0, 1.0, "textureless"), (1.0, 0.0, "diffuse"), (0.0, 1.0, "albedo"), (0.0, 0.0, "albedo"),
+])
+def test_pick_shading_follows_the_probabilities(diffuse_prob, textureless_prob, expected):
+    cfg = SimpleNamespace(ambient_only_steps=0, diffuse_prob=diffuse_prob, textureless_prob=textureless_prob)
+    assert {pick_shading(step, cfg) for step in range(20)} == {expected}
+
+
+def test_solid_background_returns_its_colour():
+    dirs = F.normalize(torch.randn(2, 4, 5, 3), dim=-1)
+    out = solid_background()(dirs)
+    assert out.shape == (2, 4, 5, 3)
+    assert torch.equal(out, torch.tensor(BG).expand(2, 4, 5, 3))
+
+
+def test_environment_background_is_in_unit_range_with_the_right_shape():
+    torch.manual_seed(0)
+    bg = Background(SimpleNamespace(kind="environment", color=[1.0, 1.0, 1.0], frequencies=4, mlp_width=16))
+    out = bg(F.normalize(torch.randn(2, 4, 5, 3), dim=-1))
+    assert out.shape == (2, 4, 5, 3) and out.dtype == torch.float32
+    assert out.min() >= 0.0 and out.max() <= 1.0
+    assert out.requires_grad  # learned: gradients reach the MLP
