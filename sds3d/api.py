@@ -5,7 +5,6 @@ import time
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-import torch
 
 from sds3d.checkpoint import load_checkpoint
 from sds3d.config import load_config, load_saved_config
@@ -43,9 +42,14 @@ def resume(run_dir: Path, overrides: Sequence[str] = ()) -> RunResult:
 def export(run_dir: Path, formats: Sequence[str] = ("glb",), resolution: Optional[int] = None,
            overrides: Sequence[str] = ()) -> List[Path]:
     """Re-extract meshes from a run's checkpoint (e.g. at a higher marching-cubes resolution)."""
+    cfg, scene = load_run(run_dir, [*overrides, f"export.formats={list(formats)}"])
+    return export_meshes(scene, cfg, Path(run_dir), cfg.export.formats, resolution or cfg.export.resolution)
+
+
+def load_run(run_dir: Path, overrides: Sequence[str] = ()):
+    """A finished (or interrupted) run's config and scene, with the checkpoint's weights, on its device."""
     run_dir = Path(run_dir)
-    cfg = load_saved_config(run_dir / "config.yaml", [*overrides, f"export.formats={list(formats)}"], objective_names=list(OBJECTIVES))
+    cfg = load_saved_config(run_dir / "config.yaml", overrides, objective_names=list(OBJECTIVES))
     scene = build_scene(cfg)
     load_checkpoint(run_dir / "ckpt" / "last.pt", scene, restore_rng=False)
-    scene.to(pick_device(cfg.device))
-    return export_meshes(scene, cfg, run_dir, cfg.export.formats, resolution or cfg.export.resolution)
+    return cfg, scene.to(pick_device(cfg.device))

@@ -6,7 +6,7 @@ Camera frame: OpenGL (looks down -z, +y up). Angles are in degrees everywhere in
 
 import math
 from dataclasses import dataclass
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -91,13 +91,14 @@ def _uniform(batch: int, bounds: Sequence[float]) -> torch.Tensor:
     return low + (high - low) * torch.rand(batch)
 
 
-def sample_cameras(cfg, width: int, height: int) -> Cameras:
-    """Random training cameras (``cfg`` is the ``cameras`` config section), drawn from torch's global RNG.
+def sample_cameras(cfg, width: int, height: int, batch_size: Optional[int] = None) -> Cameras:
+    """Random training cameras (``cfg`` is the ``cameras`` config section; ``batch_size`` overrides its
+    own), drawn from torch's global RNG.
 
     The point light sits near the camera: the camera direction jittered by N(0, 0.2^2), at a distance
     of ``light_distance_range`` times the camera's.
     """
-    batch = cfg.batch_size
+    batch = batch_size or cfg.batch_size
     elevation = _uniform(batch, cfg.elevation_range)
     azimuth = _uniform(batch, cfg.azimuth_range)
     distance = _uniform(batch, cfg.distance_range)

@@ -92,6 +92,72 @@ def configs():
         typer.echo(f"  {name:<20} {describe(name)}")
 
 
+prior_app = typer.Typer(no_args_is_help=True, help="Train and check the bundled offline prior (assets/prior).")
+app.add_typer(prior_app, name="prior")
+
+
+@prior_app.command("train")
+def prior_train(
+    out: Path = typer.Option(Path("assets/prior"), help="Where the EMA weights go (diffusers folder)."),
+    work: Path = typer.Option(Path("prior-work"), help="Checkpoint, rendered dataset and metrics; rerun to resume."),
+    steps: int = typer.Option(4000, help="Total optimisation steps (a resumed run continues up to this)."),
+    batch_size: int = typer.Option(32),
+    dataset_size: int = typer.Option(10000, help="World renders made once and cached in the work folder."),
+    seed: int = typer.Option(0),
+):
+    """Train the prior on world renders; resumable (rerun the same command)."""
+    from sds3d.prior.train import train_prior
+
+    typer.echo(f"wrote {train_prior(out, work, steps, batch_size=batch_size, dataset_size=dataset_size, seed=seed)}")
+
+
+@prior_app.command("sample")
+def prior_sample(
+    model: str = typer.Option("${asset:prior}", help="A pixel-space diffusers folder (default: the bundled prior)."),
+    out: Path = typer.Option(Path("prior-samples.png"), help="The grid: one row per caption set."),
+    steps: int = typer.Option(50, help="DDIM steps."),
+    guidance_scale: float = typer.Option(3.0, help="Standard CFG scale."),
+    seed: int = typer.Option(0),
+):
+    """Sample the evaluation captions, write a grid and print ground-truth checker scores."""
+    import torch
+
+    from sds3d.config import load_config
+    from sds3d.guides.pixel import PixelGuide
+    from sds3d.prior.sample import score_prior
+
+    cfg = load_config(prompt="world", overrides=[f"guide.model={model}"])
+    guide = PixelGuide.from_pretrained(cfg.guide.model, torch.device("cpu"), "fp32", cache_dir=cfg.guide.cache_dir)
+    scores = score_prior(guide, cfg.cameras, out, steps, guidance_scale, seed)
+    for name, value in scores.items():
+        typer.echo(f"{name:<24} {value:.3f}")
+    typer.echo(f"wrote {out}")
+
+
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks: measured, never asserted in tests.")
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("quality")
+def bench_quality(
+    overrides: Optional[List[str]] = typer.Argument(None, metavar="[KEY=VALUE]...", show_default=False),
+    objective: Optional[List[str]] = typer.Option(None, "--objective", "-o", help="Repeat for several (default: all)."),
+    prompt_set: Optional[List[str]] = typer.Option(None, "--set", help="single, pair, held-out (default: all)."),
+    config: Optional[str] = typer.Option(None, "--config", "-c", help="Config for every run (default: base, the bundled prior)."),
+    out: Path = typer.Option(Path("bench-quality"), help="Run folders, quality.json and quality.png go here."),
+):
+    """Run the world prompt set through each objective; print IoU, colour error, steps and wall time."""
+    from sds3d.bench.quality import PROMPTS, format_table, run_quality
+    from sds3d.objectives import OBJECTIVES
+
+    unknown = [s for s in prompt_set or [] if s not in PROMPTS] + [o for o in objective or [] if o not in OBJECTIVES]
+    if unknown:
+        raise Sds3dError(f"unknown set or objective: {', '.join(unknown)}", hint=f"sets: {', '.join(PROMPTS)}; objectives: {', '.join(OBJECTIVES)}")
+    rows = run_quality(objective or list(OBJECTIVES), config, overrides or [], out, prompt_set or list(PROMPTS))
+    typer.echo(format_table(rows))
+    typer.echo(f"wrote {out / 'quality.json'} and {out / 'quality.png'}")
+
+
 def main():
     try:
         code = app(standalone_mode=False)

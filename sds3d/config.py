@@ -17,6 +17,15 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 from sds3d.errors import ConfigError
 
 CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
+ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
+
+
+def _asset_path(name: str) -> str:
+    """``${asset:prior}`` in a YAML is the absolute path of assets/prior, wherever sds3d runs from."""
+    return str(ASSETS_DIR / name)
+
+
+OmegaConf.register_resolver("asset", _asset_path, replace=True)
 
 # A schedulable scalar: a number, or [start_step, start_value, end_value, end_step].
 Schedulable = Any

@@ -18,7 +18,7 @@ from sds3d.checkpoint import load_checkpoint, save_checkpoint
 from sds3d.config import save_config, schedule
 from sds3d.errors import NonFiniteError
 from sds3d.guides.prompts import PromptSet
-from sds3d.guides.stable_diffusion import StableDiffusionGuide
+from sds3d.guides import load_guide
 from sds3d.objectives import build_objective
 from sds3d.render.background import Background
 from sds3d.render.shading import pick_shading
@@ -81,7 +81,7 @@ def memory_mb(device: torch.device) -> float:
 
 def train(cfg, run_dir: Path, resume: bool = False) -> RunResult:
     device = pick_device(cfg.device)
-    guide = StableDiffusionGuide.from_pretrained(cfg.guide.model, device, cfg.guide.dtype, cfg.guide.channels_last, cfg.guide.cache_dir)
+    guide = load_guide(cfg.guide, device)
     prompts = PromptSet(guide, cfg.prompt)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")

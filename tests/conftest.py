@@ -3,6 +3,9 @@
 * ``tiny_sd_dir`` / ``tiny_sd_vpred_dir``: session-scoped paths to tiny, randomly
   initialised Stable Diffusion folders (epsilon / v_prediction), built offline
   by :func:`tiny_models.save_tiny_stable_diffusion`.
+* ``tiny_if_dir``: a tiny DeepFloyd-IF-stage-I-shaped folder (T5 encoder, pixel UNet with
+  learned variance, no vae/), built by :func:`tiny_models.save_tiny_deepfloyd_if`.
+* ``tiny_prior_dir``: an untrained bundled-prior folder at 16 px (``sds3d.prior.model.build_prior``).
 * ``_isolated_env`` (autouse, session): forces the Hugging Face hub offline and
   points ``SDS3D_CACHE`` at a temporary directory.
 * Tests marked ``cuda`` are skipped when no NVIDIA GPU is available.
@@ -22,7 +25,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from tiny_models import save_tiny_stable_diffusion  # noqa: E402
+from tiny_models import save_tiny_deepfloyd_if, save_tiny_stable_diffusion  # noqa: E402
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -51,6 +54,28 @@ def tiny_sd_vpred_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_tiny_stable_diffusion(
         tmp_path_factory.mktemp("tiny_sd_vpred") / "model", prediction_type="v_prediction"
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_if_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny DeepFloyd IF stage I folder (diffusers layout, no vae/)."""
+    return save_tiny_deepfloyd_if(tmp_path_factory.mktemp("tiny_if") / "model")
+
+
+@pytest.fixture(scope="session")
+def tiny_prior_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained bundled prior at 16 px with small channels (diffusers layout, no vae/)."""
+    from sds3d.prior.model import build_prior
+
+    path = tmp_path_factory.mktemp("tiny_prior") / "model"
+    state = torch.random.get_rng_state()
+    torch.manual_seed(0)
+    try:
+        prior = build_prior(resolution=16, channels=(8, 16))
+    finally:
+        torch.random.set_rng_state(state)
+    prior.save(path)
+    return path
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

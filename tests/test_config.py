@@ -39,7 +39,14 @@ def test_dreamfusion_sd_recipe():
     assert cfg.objective.guidance_scale == 101.0
     assert cfg.guide.model == "stabilityai/stable-diffusion-2-1-base"
     assert cfg.train.steps == 10000
-    assert cfg.render.samples == load_config(prompt="x").render.samples  # the rest comes from base
+    assert cfg.scene.encoding.levels == 16 and cfg.render.width == 64  # GPU-sized, unlike the CPU base
+    assert cfg.cameras == load_config(prompt="x").cameras  # the rest comes from base
+
+
+def test_base_uses_the_bundled_prior():
+    from sds3d.config import ASSETS_DIR
+
+    assert load_config(prompt="a red cube").guide.model == str(ASSETS_DIR / "prior")
 
 
 def test_overrides_apply_with_their_types():

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sds3d.cameras import Cameras, make_cameras
+from sds3d.cameras import make_cameras
 from sds3d.render.background import Background
 from sds3d.render.shading import pick_shading, shade
 from sds3d.render.volume import (RenderOutput, VolumeRenderer, ray_box_bounds, sample_pdf,

@@ -167,4 +167,97 @@ def save_tiny_stable_diffusion(
     return path
 
 
-__all__ = ["save_tiny_stable_diffusion", "MODEL_MAX_LENGTH", "TEXT_HIDDEN_SIZE"]
+# --- DeepFloyd IF stage I (pixel space, T5 text encoder, learned variance) ---------------------------
+
+IF_WORDS = ("a", "an", "red", "blue", "green", "cube", "sphere", "cat", "hamburger", "on", "top", "of",
+            "to", "the", "left", "front", "side", "back", "view", ",")
+IF_TEXT_WIDTH = 16  # T5 d_model (== unet encoder_hid_dim)
+IF_CROSS_ATTENTION_DIM = 32
+
+
+def _build_t5_tokenizer():
+    """A word-level tokenizer in T5's style: ``</s>`` appended, ``<pad>`` id 0, ``<unk>`` for the rest."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {w: i for i, w in enumerate(["<pad>", "</s>", "<unk>", *IF_WORDS])}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    backend.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", vocab["</s>"])])
+    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
+                                   model_max_length=MODEL_MAX_LENGTH)
+
+
+def save_tiny_deepfloyd_if(path: Path, seed: int = 0) -> Path:
+    """Build a tiny seeded DeepFloyd-IF-stage-I-shaped model and save it under ``path``.
+
+    Layout: text_encoder/ (T5EncoderModel), tokenizer/, unet/ (pixel space, 16x16, 3 -> 6 channels:
+    epsilon and learned variance, T5 features projected by ``encoder_hid_dim``), scheduler/ (DDPM,
+    cosine, learned_range), model_index.json; no vae/. Returns ``path``.
+    """
+    from diffusers import DDPMScheduler, UNet2DConditionModel
+    from transformers import T5Config, T5EncoderModel
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    tokenizer = _build_t5_tokenizer()
+    tokenizer.save_pretrained(path / "tokenizer")
+
+    gen_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        text_encoder = T5EncoderModel(T5Config(
+            vocab_size=len(tokenizer), d_model=IF_TEXT_WIDTH, d_ff=32, d_kv=8, num_layers=2, num_heads=2,
+            pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, decoder_start_token_id=0,
+        ))
+        unet = UNet2DConditionModel(
+            sample_size=16,
+            in_channels=3,
+            out_channels=6,
+            layers_per_block=1,
+            block_out_channels=(8, 16),
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            encoder_hid_dim=IF_TEXT_WIDTH,
+            encoder_hid_dim_type="text_proj",
+            cross_attention_dim=IF_CROSS_ATTENTION_DIM,
+            attention_head_dim=8,
+            norm_num_groups=4,
+        )
+    finally:
+        torch.random.set_rng_state(gen_state)
+
+    scheduler = DDPMScheduler(
+        num_train_timesteps=1000,
+        beta_schedule="squaredcos_cap_v2",
+        variance_type="learned_range",
+        prediction_type="epsilon",
+        clip_sample=True,
+        thresholding=True,
+        dynamic_thresholding_ratio=0.95,
+        sample_max_value=1.5,
+    )
+    text_encoder.save_pretrained(path / "text_encoder")
+    unet.save_pretrained(path / "unet")
+    scheduler.save_pretrained(path / "scheduler")
+
+    import diffusers
+
+    model_index = {
+        "_class_name": "IFPipeline",
+        "_diffusers_version": diffusers.__version__,
+        "feature_extractor": [None, None],
+        "requires_safety_checker": False,
+        "safety_checker": [None, None],
+        "watermarker": [None, None],
+        "scheduler": ["diffusers", type(scheduler).__name__],
+        "text_encoder": ["transformers", type(text_encoder).__name__],
+        "tokenizer": ["transformers", "T5TokenizerFast"],
+        "unet": ["diffusers", type(unet).__name__],
+    }
+    (path / "model_index.json").write_text(json.dumps(model_index, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+__all__ = ["save_tiny_stable_diffusion", "save_tiny_deepfloyd_if", "MODEL_MAX_LENGTH", "TEXT_HIDDEN_SIZE",
+           "IF_TEXT_WIDTH", "IF_WORDS"]

@@ -1,0 +1,38 @@
+"""Picks the guide for ``guide.model``: a latent model (a folder with vae/), a pixel-space one, or the
+exact world denoiser (``exact:world``)."""
+
+import json
+from pathlib import Path
+
+import torch
+
+from sds3d.errors import ModelLoadError
+from sds3d.guides.base import locate_model
+from sds3d.guides.exact import ExactDenoiserGuide
+from sds3d.guides.pixel import PixelGuide
+from sds3d.guides.stable_diffusion import StableDiffusionGuide
+
+
+def has_vae(model: str) -> bool:
+    """Whether a diffusers model (local folder or hub id) is a latent model."""
+    if Path(model).is_dir():
+        return (Path(model) / "vae").is_dir()
+    from huggingface_hub import hf_hub_download
+
+    try:
+        index = json.loads(Path(hf_hub_download(model, "model_index.json")).read_text())
+    except Exception as exc:  # the hub client raises many types: offline, not found, gated, network
+        raise ModelLoadError(
+            f"cannot read model_index.json of hub id '{model}': {str(exc).splitlines()[0]}",
+            hint="without network, point guide.model at a downloaded diffusers folder",
+        ) from exc
+    return "vae" in index
+
+
+def load_guide(cfg, device: torch.device):
+    """``cfg`` is the ``guide`` config section."""
+    if cfg.model.startswith("exact:"):
+        return ExactDenoiserGuide.from_spec(cfg.model, device)
+    model = locate_model(cfg.model)
+    cls = StableDiffusionGuide if has_vae(model) else PixelGuide
+    return cls.from_pretrained(model, device, cfg.dtype, cfg.channels_last, cfg.cache_dir)

@@ -1,8 +1,19 @@
-"""The Guide protocol: a frozen diffusion model seen as a noise-prediction service."""
+"""The Guide protocol (a frozen diffusion model seen as a noise-prediction service) and the parts
+every diffusers-backed guide shares: loading with clear errors, the cached text embeddings, and one
+batched UNet call with v-prediction and learned-variance outputs converted to epsilon."""
 
+import gc
+import logging
+import os
+from pathlib import Path
 from typing import List, Protocol
 
 import torch
+
+from sds3d.errors import ConfigError, ModelLoadError
+from sds3d.guides.prompts import EmbeddingCache
+
+log = logging.getLogger("sds3d")
 
 
 class Guide(Protocol):
@@ -24,3 +35,129 @@ class Guide(Protocol):
 
     def predict_noise(self, x_t: torch.Tensor, t: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
         """x_t [B, ...], t [B] (long), embeddings [C, B, L, D] -> eps [C, B, ...] in one model call."""
+
+
+def locate_model(model: str) -> str:
+    """A local folder's absolute path, or the hub id unchanged; a path that does not exist is an error."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return str(path.resolve())
+    if model.startswith((".", "/", "~")) or model.count("/") > 1:
+        raise ModelLoadError(
+            f"model folder '{model}' does not exist",
+            hint="guide.model takes a local diffusers folder or a hub id such as stabilityai/stable-diffusion-2-1-base",
+        )
+    return model
+
+
+def load_component(cls, model: str, subfolder: str, **kwargs):
+    """``cls.from_pretrained(model, subfolder=...)`` with a ModelLoadError that says what was tried."""
+    try:
+        return cls.from_pretrained(model, subfolder=subfolder, **kwargs)
+    except (OSError, ValueError) as exc:
+        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+        tried = f"local folder '{model}'" if Path(model).is_dir() else f"hub id '{model}'" + (" (HF_HUB_OFFLINE is set)" if offline else "")
+        raise ModelLoadError(
+            f"cannot load {subfolder} ({cls.__name__}) from {tried}: {str(exc).splitlines()[0]}",
+            hint="without network, point guide.model at a downloaded diffusers folder (unet/, text_encoder/, tokenizer/, scheduler/)",
+        ) from exc
+
+
+def model_key(model: str) -> str:
+    """What the embedding cache is keyed by: a hub id as is; a local folder with the size and time of
+    its text-encoder files, so retraining a model in place (the bundled prior) invalidates its cache."""
+    folder = Path(model) / "text_encoder"
+    if not folder.is_dir():
+        return model
+    stamps = sorted(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in folder.iterdir())
+    return f"{model}|{'|'.join(stamps)}"
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    return {"fp16": torch.float16, "fp32": torch.float32}[name]
+
+
+def quiet_loading() -> None:
+    """diffusers and transformers draw a progress bar per component load; one run needs none of them."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
+
+
+class DiffusersGuide:
+    """A frozen diffusers UNet with its scheduler's alphas and a text encoder loaded only for prompts
+    missing from the embedding cache (then freed). Subclasses set ``resolution`` and ``encode``."""
+
+    resolution: int
+
+    def __init__(self, model: str, unet, scheduler, cache: EmbeddingCache, device: torch.device, dtype: torch.dtype):
+        self.model, self.unet, self.cache = model, unet, cache
+        self.device, self.dtype = device, dtype
+        self.prediction_type = scheduler.config.prediction_type
+        self.alphas_cumprod = scheduler.alphas_cumprod.to(device=device, dtype=torch.float32)
+        unet.requires_grad_(False).eval()
+
+    def embed(self, prompts: List[str]) -> torch.Tensor:
+        embeddings = {p: self.cache.get(p) for p in prompts}
+        missing = [p for p, e in embeddings.items() if e is None]
+        if missing:
+            embeddings.update(zip(missing, self._encode_text(missing)))
+            for prompt in missing:
+                self.cache.put(prompt, embeddings[prompt])
+        return torch.stack([embeddings[p] for p in prompts]).to(self.device)
+
+    def _encode_text(self, prompts: List[str]) -> torch.Tensor:
+        import transformers
+
+        tokenizer = load_component(transformers.AutoTokenizer, self.model, "tokenizer")
+        check_vocabulary(tokenizer, prompts, self.model)
+        config = load_component(transformers.AutoConfig, self.model, "text_encoder")
+        encoder_cls = getattr(transformers, (config.architectures or ["CLIPTextModel"])[0])
+        encoder = load_component(encoder_cls, self.model, "text_encoder", torch_dtype=self.dtype).to(self.device)
+        length = min(tokenizer.model_max_length, 77)
+        tokens = tokenizer(prompts, padding="max_length", max_length=length, truncation=True, return_tensors="pt")
+        # T5 (DeepFloyd IF) is trained with a padding mask; CLIP encoders are used without one, as in diffusers.
+        mask = tokens.attention_mask.to(self.device) if config.model_type == "t5" else None
+        with torch.no_grad():
+            hidden = encoder(tokens.input_ids.to(self.device), attention_mask=mask)[0].float().cpu()
+        del encoder
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        return hidden
+
+    def predict_noise(self, x_t: torch.Tensor, t: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
+        conditions, batch = embeddings.shape[:2]
+        with torch.no_grad():
+            out = self.unet(
+                x_t.repeat(conditions, *([1] * (x_t.dim() - 1))).to(self.dtype),
+                t.repeat(conditions),
+                encoder_hidden_states=embeddings.flatten(0, 1).to(self.dtype),
+            ).sample.float()
+        out = out[:, : x_t.shape[1]]  # models with learned variance (IF) output [eps, variance]
+        out = out.reshape(conditions, batch, *out.shape[1:])  # [C, B, ...]
+        if self.prediction_type == "v_prediction":
+            shape = (1, batch) + (1,) * (x_t.dim() - 1)
+            alpha = self.alphas_cumprod[t].sqrt().view(shape)
+            sigma = (1.0 - self.alphas_cumprod[t]).sqrt().view(shape)
+            out = alpha * out + sigma * x_t.float()[None]
+        return out
+
+
+def check_vocabulary(tokenizer, prompts: List[str], model: str) -> None:
+    """Word-level tokenizers (the bundled prior's) map unknown words to [UNK]: name them instead."""
+    unk = tokenizer.unk_token_id
+    if unk is None:
+        return
+    unknown = sorted({w for p in prompts for w in p.replace(",", " , ").split()
+                      if unk in tokenizer(w, add_special_tokens=False).input_ids})
+    if unknown:
+        known = sorted(w for w in tokenizer.get_vocab() if not w.startswith(("[", "<")))
+        raise ConfigError(
+            f"the model '{model}' does not know the word(s): {', '.join(unknown)}; it knows: {' '.join(known)}",
+            hint="use those words, or a full text-to-image model: --config dreamfusion-sd (or guide.model=<diffusers folder or hub id>)",
+        )

@@ -1,0 +1,43 @@
+"""Pixel-space models as Guides: the bundled prior and DeepFloyd IF stage I (T5 text encoder,
+learned-variance UNet). Renders are resized to the UNet's sample size and mapped to [-1, 1]."""
+
+import logging
+
+import torch
+import torch.nn.functional as F
+
+from sds3d.guides.base import DiffusersGuide, load_component, locate_model, model_key, quiet_loading, resolve_dtype
+from sds3d.guides.prompts import EmbeddingCache
+
+log = logging.getLogger("sds3d")
+
+
+class PixelGuide(DiffusersGuide):
+    def __init__(self, model: str, unet, scheduler, cache: EmbeddingCache, device: torch.device, dtype: torch.dtype):
+        super().__init__(model, unet, scheduler, cache, device, dtype)
+        self.resolution = unet.config.sample_size
+
+    @classmethod
+    def from_pretrained(cls, model: str, device: torch.device, dtype: str = "auto", channels_last: bool = True,
+                        cache_dir: str = "~/.cache/sds3d") -> "PixelGuide":
+        from diffusers import DDIMScheduler, UNet2DConditionModel
+
+        model = locate_model(model)
+        quiet_loading()
+        torch_dtype = resolve_dtype(dtype, device)
+        unet = load_component(UNet2DConditionModel, model, "unet", torch_dtype=torch_dtype).to(device)
+        scheduler = load_component(DDIMScheduler, model, "scheduler")
+        if channels_last and device.type == "cuda":
+            unet.to(memory_format=torch.channels_last)
+        guide = cls(model, unet, scheduler, EmbeddingCache(cache_dir, model_key(model)), device, torch_dtype)
+        log.info("guide: %s on %s, %s, %d px pixel model, %s", model, device, torch_dtype, guide.resolution, guide.prediction_type)
+        return guide
+
+    def encode(self, rgb: torch.Tensor) -> torch.Tensor:
+        return pixel_encode(rgb, self.resolution)
+
+
+def pixel_encode(rgb: torch.Tensor, resolution: int) -> torch.Tensor:
+    """rgb [B, 3, H, W] in [0, 1] -> [B, 3, r, r] in [-1, 1] at resolution r (differentiable)."""
+    rgb = F.interpolate(rgb, (resolution, resolution), mode="bilinear", align_corners=False, antialias=True)
+    return rgb * 2.0 - 1.0

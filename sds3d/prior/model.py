@@ -1,0 +1,68 @@
+"""The bundled prior's architecture: a pixel-space diffusers UNet conditioned on a small CLIP-style
+text encoder over the world's words, with a word-level tokenizer. Saved in diffusers' folder layout
+(unet/, text_encoder/, tokenizer/, scheduler/) so it loads like any other model."""
+
+import copy
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from diffusers import DDIMScheduler, UNet2DConditionModel
+from tokenizers import Tokenizer, models, pre_tokenizers, processors
+from transformers import CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerFast
+
+from sds3d.world.scenes import vocabulary
+
+SPECIAL = ("[PAD]", "[UNK]", "[BOS]", "[EOS]")
+MAX_TOKENS = 20  # "a red cube to the left of a blue sphere , front view" is 13 words
+
+
+@dataclass
+class Prior:
+    unet: UNet2DConditionModel
+    text_encoder: CLIPTextModel
+    tokenizer: PreTrainedTokenizerFast
+    scheduler: DDIMScheduler
+
+    def save(self, folder: Path) -> None:
+        folder = Path(folder)
+        copy.deepcopy(self.unet).half().save_pretrained(folder / "unet")  # fp16 on disk keeps the bundle small
+        self.text_encoder.save_pretrained(folder / "text_encoder")
+        self.tokenizer.save_pretrained(folder / "tokenizer")
+        self.scheduler.save_pretrained(folder / "scheduler")
+        index = {"_class_name": "Sds3dPixelPrior", "unet": ["diffusers", "UNet2DConditionModel"],
+                 "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "PreTrainedTokenizerFast"],
+                 "scheduler": ["diffusers", "DDIMScheduler"]}
+        (folder / "model_index.json").write_text(json.dumps(index, indent=2))
+
+
+def build_tokenizer(words=None) -> PreTrainedTokenizerFast:
+    """Word-level: one token per world word; anything else is [UNK], which the guide reports."""
+    vocab = {w: i for i, w in enumerate([*SPECIAL, *(words or vocabulary())])}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[BOS] $A [EOS]", special_tokens=[("[BOS]", vocab["[BOS]"]), ("[EOS]", vocab["[EOS]"])]
+    )
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="[UNK]", pad_token="[PAD]",
+                                   bos_token="[BOS]", eos_token="[EOS]", model_max_length=MAX_TOKENS)
+
+
+def build_prior(resolution: int = 32, channels=(32, 64, 64), text_width: int = 64) -> Prior:
+    """About 1.7M UNet + 0.07M text-encoder parameters at the defaults."""
+    tokenizer = build_tokenizer()
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=text_width, intermediate_size=2 * text_width, num_hidden_layers=2,
+        num_attention_heads=4, max_position_embeddings=MAX_TOKENS, pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+    ))
+    unet = UNet2DConditionModel(
+        sample_size=resolution, in_channels=3, out_channels=3, block_out_channels=tuple(channels), layers_per_block=1,
+        down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (len(channels) - 1),
+        up_block_types=("CrossAttnUpBlock2D",) * (len(channels) - 1) + ("UpBlock2D",),
+        cross_attention_dim=text_width, attention_head_dim=8, norm_num_groups=8,
+    )
+    # Cosine schedule: the linear one leaves too little signal at high t for small pixel-space images.
+    scheduler = DDIMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="epsilon",
+                              clip_sample=False, set_alpha_to_one=False)
+    return Prior(unet, text_encoder, tokenizer, scheduler)

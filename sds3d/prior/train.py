@@ -1,0 +1,103 @@
+"""Training the bundled prior: epsilon-prediction DDPM loss on world renders, text encoder trained
+jointly, EMA weights exported in diffusers format. Resumable from ``<work_dir>/ckpt.pt``."""
+
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from diffusers.training_utils import EMAModel
+from tqdm import tqdm
+
+from sds3d.atomic import atomic_write
+from sds3d.checkpoint import rng_state, set_rng_state
+from sds3d.config import load_config
+from sds3d.prior.data import render_dataset
+from sds3d.prior.model import MAX_TOKENS, Prior, build_prior
+
+log = logging.getLogger("sds3d")
+
+
+def tokenize(tokenizer, captions):
+    return tokenizer(list(captions), padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt").input_ids
+
+
+def load_dataset(work_dir: Path, count: int, resolution: int, seed: int):
+    """Rendered once and cached in the work folder (the renders, not the model, are the slow part to redo)."""
+    path = work_dir / f"dataset-{count}-{resolution}-{seed}.pt"
+    if path.is_file():
+        data = torch.load(path, weights_only=False)
+        return data["images"], data["captions"]
+    cameras = load_config(prompt="world").cameras
+    images, captions = render_dataset(count, resolution, cameras, seed)
+    with atomic_write(path) as tmp:
+        torch.save({"images": images, "captions": captions}, tmp)
+    return images, captions
+
+
+def export_ema(prior: Prior, modules: nn.ModuleDict, ema: EMAModel, out_dir: Path) -> None:
+    """Writes the EMA weights to ``out_dir`` (via a temporary folder renamed into place)."""
+    ema.store(modules.parameters())
+    ema.copy_to(modules.parameters())
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    prior.save(tmp)
+    ema.restore(modules.parameters())
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp.rename(out_dir)
+
+
+def train_prior(out_dir: Path, work_dir: Path, steps: int, batch_size: int = 32, lr: float = 1e-3,
+                dataset_size: int = 12000, resolution: int = 32, seed: int = 0, cond_dropout: float = 0.1,
+                save_every: int = 250, log_every: int = 25, channels=(32, 64, 64)) -> Path:
+    out_dir, work_dir = Path(out_dir), Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    images, captions = load_dataset(work_dir, dataset_size, resolution, seed)
+    prior = build_prior(resolution, channels)
+    modules = nn.ModuleDict({"unet": prior.unet, "text_encoder": prior.text_encoder})
+    optimizer = torch.optim.AdamW(modules.parameters(), lr=lr, weight_decay=1e-4)
+    ema = EMAModel(modules.parameters(), decay=0.999, use_ema_warmup=True, power=0.75)
+    alphas = prior.scheduler.alphas_cumprod
+    ckpt_path, start = work_dir / "ckpt.pt", 0
+    if ckpt_path.is_file():
+        state = torch.load(ckpt_path, weights_only=False)
+        modules.load_state_dict(state["modules"])
+        optimizer.load_state_dict(state["optimizer"])
+        ema.load_state_dict(state["ema"])
+        set_rng_state(state["rng"])
+        start = state["step"]
+        log.info("prior: resuming at step %d", start)
+    metrics = (work_dir / "metrics.jsonl").open("a")
+    began = time.perf_counter()
+    for step in tqdm(range(start, steps), initial=start, total=steps, desc="prior", unit="step"):
+        idx = torch.randint(0, images.shape[0], (batch_size,))
+        x = images[idx].float() / 127.5 - 1.0
+        text = ["" if torch.rand(()).item() < cond_dropout else captions[i] for i in idx.tolist()]
+        t = torch.randint(0, alphas.shape[0], (batch_size,))
+        noise = torch.randn_like(x)
+        a = alphas[t].view(-1, 1, 1, 1)
+        x_t = a.sqrt() * x + (1 - a).sqrt() * noise
+        embeddings = prior.text_encoder(tokenize(prior.tokenizer, text)).last_hidden_state
+        loss = F.mse_loss(prior.unet(x_t, t, encoder_hidden_states=embeddings).sample, noise)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(modules.parameters(), 1.0)
+        optimizer.step()
+        ema.step(modules.parameters())
+        done = step + 1
+        if done % log_every == 0:
+            rate = (done - start) / (time.perf_counter() - began)
+            metrics.write(json.dumps({"step": done, "loss": loss.item(), "steps_per_s": rate}) + "\n")
+            metrics.flush()
+        if done % save_every == 0 or done == steps:
+            with atomic_write(ckpt_path) as tmp:
+                torch.save({"modules": modules.state_dict(), "optimizer": optimizer.state_dict(),
+                            "ema": ema.state_dict(), "rng": rng_state(), "step": done}, tmp)
+            export_ema(prior, modules, ema, out_dir)
+    metrics.close()
+    return out_dir

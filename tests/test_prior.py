@@ -1,0 +1,101 @@
+"""The bundled prior: architecture, word-level tokenizer, rendered dataset, and a few resumable
+training steps exported in a folder PixelGuide loads."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from sds3d.cameras import sample_cameras, view_labels
+from sds3d.config import load_config
+from sds3d.guides.pixel import PixelGuide
+from sds3d.prior.data import render_dataset
+from sds3d.prior.model import build_prior, build_tokenizer
+from sds3d.prior.train import train_prior
+from sds3d.world.render import render_scenes
+from sds3d.world.scenes import parse_caption, vocabulary
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def cameras_cfg():
+    return load_config(prompt="world").cameras
+
+
+def count(module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def test_build_prior_parameter_counts_match_the_docstring():
+    prior = build_prior()
+    assert 1.6e6 < count(prior.unet) < 1.8e6  # "about 1.7M UNet"
+    assert 0.06e6 < count(prior.text_encoder) < 0.08e6  # "+ 0.07M text-encoder"
+    assert prior.unet.config.sample_size == 32 and prior.unet.config.in_channels == 3
+    assert prior.scheduler.config.prediction_type == "epsilon"
+
+
+def test_tokenizer_one_token_per_world_word_and_unk_otherwise():
+    tokenizer = build_tokenizer()
+    ids = set()
+    for word in vocabulary():
+        tokens = tokenizer(word, add_special_tokens=False).input_ids
+        assert tokens == [tokenizer.convert_tokens_to_ids(word)] and tokens != [tokenizer.unk_token_id], word
+        ids.add(tokens[0])
+    assert len(ids) == len(vocabulary())
+    assert tokenizer("hamburger", add_special_tokens=False).input_ids == [tokenizer.unk_token_id]
+    assert tokenizer.convert_ids_to_tokens(tokenizer.unk_token_id) == "[UNK]"
+    caption = "a red cube to the left of a blue sphere, front view"
+    assert len(tokenizer(caption, add_special_tokens=False).input_ids) == len(caption.replace(",", " ,").split())
+
+
+def test_render_dataset_is_deterministic_by_seed(cameras_cfg):
+    images, captions = render_dataset(6, 8, cameras_cfg, seed=1)
+    again, captions_again = render_dataset(6, 8, cameras_cfg, seed=1)
+    other, other_captions = render_dataset(6, 8, cameras_cfg, seed=2)
+    assert images.shape == (6, 3, 8, 8) and images.dtype == torch.uint8
+    assert torch.equal(images, again) and captions == captions_again
+    assert not torch.equal(images, other) and captions != other_captions
+
+
+def test_render_dataset_captions_describe_the_rendered_scenes(cameras_cfg):
+    seed, n, resolution = 5, 8, 16
+    images, captions = render_dataset(n, resolution, cameras_cfg, seed=seed, view_suffix_prob=1.0)
+    scenes = [parse_caption(c) for c in captions]
+    with torch.random.fork_rng():  # the cameras render_dataset drew: torch's RNG seeded with ``seed``
+        torch.manual_seed(seed)
+        cameras = sample_cameras(cameras_cfg, resolution, resolution, batch_size=n)
+    expected = (render_scenes(scenes, cameras).rgb.clamp(0, 1) * 255).round().byte().permute(0, 3, 1, 2)
+    assert torch.equal(images, expected)
+    labels = view_labels(cameras.elevation, cameras.azimuth)
+    assert [c.split(", ")[1] for c in captions] == [f"{v} view" for v in labels]
+
+
+def test_render_dataset_view_suffix_rate(cameras_cfg):
+    _, captions = render_dataset(200, 4, cameras_cfg, seed=0, view_suffix_prob=0.8)
+    suffixed = sum(c.endswith(" view") for c in captions)
+    assert 0.68 * 200 < suffixed < 0.92 * 200
+    for caption in captions:
+        parse_caption(caption)
+    _, plain = render_dataset(20, 4, cameras_cfg, seed=0, view_suffix_prob=0.0)
+    assert not any("," in c for c in plain)
+
+
+def test_train_prior_exports_a_loadable_model_and_resumes(tmp_path):
+    out_dir, work_dir = tmp_path / "prior", tmp_path / "work"
+    kwargs = dict(batch_size=4, dataset_size=16, resolution=16, channels=(8, 16), save_every=100, log_every=1)
+    assert train_prior(out_dir, work_dir, steps=3, **kwargs) == out_dir
+    assert torch.load(work_dir / "ckpt.pt", weights_only=False)["step"] == 3
+    guide = PixelGuide.from_pretrained(str(out_dir), CPU, "fp32", cache_dir=str(tmp_path / "cache"))
+    assert guide.resolution == 16
+    emb = guide.embed(["a red cube, front view"])
+    eps = guide.predict_noise(torch.randn(1, 3, 16, 16), torch.tensor([500]), emb[:, None])
+    assert eps.shape == (1, 1, 3, 16, 16) and torch.isfinite(eps).all()
+
+    train_prior(out_dir, work_dir, steps=5, **kwargs)
+    assert torch.load(work_dir / "ckpt.pt", weights_only=False)["step"] == 5
+    steps = [json.loads(line)["step"] for line in (work_dir / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5]  # continued from step 3, not restarted
+    assert len(list(work_dir.glob("dataset-*.pt"))) == 1  # renders cached and reused
