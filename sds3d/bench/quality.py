@@ -18,7 +18,7 @@ from sds3d.cameras import orbit_cameras
 from sds3d.export import write_image
 from sds3d.render.volume import VolumeRenderer
 from sds3d.views import render_view
-from sds3d.world.metrics import _truth, best_rotation_iou, per_object_scores
+from sds3d.world.metrics import best_rotation_iou, ground_truth, per_object_scores
 from sds3d.world.scenes import parse_caption
 
 PROMPTS: Dict[str, List[str]] = {
@@ -46,7 +46,7 @@ def score_run(run_dir: Path, prompt: str) -> Dict:
     objects = per_object_scores(render, truth_scene, cfg.cameras, offset, resolution=RESOLUTION)
     rgb = render(orbit_cameras(cfg.cameras, 4, RESOLUTION))[0]
     azimuth = torch.tensor([-180.0, -90.0, 0.0, 90.0]) - offset
-    truth = _truth(truth_scene, cfg.cameras, azimuth, RESOLUTION).rgb
+    truth = ground_truth(truth_scene, cfg.cameras, azimuth, RESOLUTION).rgb
     picture = torch.cat([torch.cat(list(rgb), dim=1), torch.cat(list(truth), dim=1)], dim=0)
     return {"iou": iou, "turn_deg": offset, "colour_error": float(np.mean([o["colour_error"] for o in objects])),
             "objects": objects, "picture": picture}

@@ -54,7 +54,7 @@ def shading_free_error(colour: torch.Tensor, albedo: torch.Tensor) -> float:
     return (gain * colour - albedo).abs().mean().item()
 
 
-def _truth(scene: Scene, cameras_cfg, azimuth: torch.Tensor, resolution: int) -> WorldRender:
+def ground_truth(scene: Scene, cameras_cfg, azimuth: torch.Tensor, resolution: int) -> WorldRender:
     """Albedo renders [..] of the scene from eval cameras at the azimuths [..] (degrees), each distinct
     camera rendered once: with evenly spaced views and turns most of them coincide."""
     wrapped = torch.round(torch.remainder(azimuth.flatten(), 360.0) * 1e4) / 1e4
@@ -77,7 +77,7 @@ def best_rotation_iou(render_fn: RenderFn, scene: Scene, cameras_cfg, views: int
     opacity = render_fn(cameras)[1].cpu()
     offsets = torch.arange(rotations) * 360.0 / rotations
     azimuth = torch.cat([c.azimuth for c in cameras])[None] - offsets[:, None]  # [R, V]
-    truth = _truth(scene, cameras_cfg, azimuth, resolution).mask
+    truth = ground_truth(scene, cameras_cfg, azimuth, resolution).mask
     scores = [sum(silhouette_iou(opacity[v], truth[r, v]) for v in range(views)) / views for r in range(rotations)]
     best = max(range(rotations), key=scores.__getitem__)
     return scores[best], offsets[best].item()
@@ -93,7 +93,7 @@ def per_object_scores(render_fn: RenderFn, scene: Scene, cameras_cfg, offset_deg
     """
     cameras = orbit_cameras(cameras_cfg, views, resolution)
     rgb, opacity = render_fn(cameras)
-    truth = _truth(scene, cameras_cfg, torch.cat([c.azimuth for c in cameras]) - offset_deg, resolution)
+    truth = ground_truth(scene, cameras_cfg, torch.cat([c.azimuth for c in cameras]) - offset_deg, resolution)
     nearest = torch.stack([_nearest_object(ids, len(scene.objects)) for ids in truth.object_ids.cpu()])
     rgb, opacity = rgb.cpu(), opacity.cpu()
     scores = []
