@@ -88,6 +88,20 @@ def quiet_loading() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
+def load_unet_and_scheduler(model: str, device: torch.device, dtype: str, channels_last: bool):
+    """The parts every diffusers guide loads: (resolved model, frozen-to-be UNet, DDIM scheduler, torch dtype)."""
+    from diffusers import DDIMScheduler, UNet2DConditionModel
+
+    model = locate_model(model)
+    quiet_loading()
+    torch_dtype = resolve_dtype(dtype, device)
+    unet = load_component(UNet2DConditionModel, model, "unet", torch_dtype=torch_dtype).to(device)
+    scheduler = load_component(DDIMScheduler, model, "scheduler")
+    if channels_last and device.type == "cuda":
+        unet.to(memory_format=torch.channels_last)
+    return model, unet, scheduler, torch_dtype
+
+
 class DiffusersGuide:
     """A frozen diffusers UNet with its scheduler's alphas and a text encoder loaded only for prompts
     missing from the embedding cache (then freed). Subclasses set ``resolution`` and ``encode``."""

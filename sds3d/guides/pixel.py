@@ -6,7 +6,7 @@ import logging
 import torch
 import torch.nn.functional as F
 
-from sds3d.guides.base import DiffusersGuide, load_component, locate_model, model_key, quiet_loading, resolve_dtype
+from sds3d.guides.base import DiffusersGuide, load_unet_and_scheduler, model_key
 from sds3d.guides.prompts import EmbeddingCache
 
 log = logging.getLogger("sds3d")
@@ -20,15 +20,7 @@ class PixelGuide(DiffusersGuide):
     @classmethod
     def from_pretrained(cls, model: str, device: torch.device, dtype: str = "auto", channels_last: bool = True,
                         cache_dir: str = "~/.cache/sds3d") -> "PixelGuide":
-        from diffusers import DDIMScheduler, UNet2DConditionModel
-
-        model = locate_model(model)
-        quiet_loading()
-        torch_dtype = resolve_dtype(dtype, device)
-        unet = load_component(UNet2DConditionModel, model, "unet", torch_dtype=torch_dtype).to(device)
-        scheduler = load_component(DDIMScheduler, model, "scheduler")
-        if channels_last and device.type == "cuda":
-            unet.to(memory_format=torch.channels_last)
+        model, unet, scheduler, torch_dtype = load_unet_and_scheduler(model, device, dtype, channels_last)
         guide = cls(model, unet, scheduler, EmbeddingCache(cache_dir, model_key(model)), device, torch_dtype)
         log.info("guide: %s on %s, %s, %d px pixel model, %s", model, device, torch_dtype, guide.resolution, guide.prediction_type)
         return guide
