@@ -145,25 +145,11 @@ def save_tiny_stable_diffusion(
     text_encoder.save_pretrained(path / "text_encoder")
     scheduler.save_pretrained(path / "scheduler")
 
-    # model_index.json as StableDiffusionPipeline.save_pretrained writes it
-    # (written by hand: building the pipeline object is not needed and would
-    # drag in safety-checker machinery).
-    import diffusers
-
-    model_index = {
-        "_class_name": "StableDiffusionPipeline",
-        "_diffusers_version": diffusers.__version__,
-        "feature_extractor": [None, None],
-        "image_encoder": [None, None],
-        "requires_safety_checker": False,
-        "safety_checker": [None, None],
-        "scheduler": ["diffusers", type(scheduler).__name__],
-        "text_encoder": ["transformers", type(text_encoder).__name__],
-        "tokenizer": ["transformers", type(tokenizer).__name__],
-        "unet": ["diffusers", type(unet).__name__],
-        "vae": ["diffusers", type(vae).__name__],
-    }
-    (path / "model_index.json").write_text(json.dumps(model_index, indent=2) + "\n", encoding="utf-8")
+    # model_index.json as StableDiffusionPipeline.save_pretrained writes it (written by hand: building the
+    # pipeline object is not needed and would drag in safety-checker machinery).
+    write_model_index(path, "StableDiffusionPipeline",
+                      {"scheduler": scheduler, "text_encoder": text_encoder, "tokenizer": tokenizer, "unet": unet, "vae": vae},
+                      feature_extractor=[None, None], image_encoder=[None, None])
     return path
 
 
@@ -241,22 +227,20 @@ def save_tiny_deepfloyd_if(path: Path, seed: int = 0) -> Path:
     unet.save_pretrained(path / "unet")
     scheduler.save_pretrained(path / "scheduler")
 
+    write_model_index(path, "IFPipeline", {"scheduler": scheduler, "text_encoder": text_encoder, "unet": unet},
+                      feature_extractor=[None, None], watermarker=[None, None], tokenizer=["transformers", "T5TokenizerFast"])
+    return path
+
+
+def write_model_index(path: Path, class_name: str, components: dict, **entries) -> None:
+    """model_index.json naming each component's library and class, as a pipeline's save_pretrained does."""
     import diffusers
 
-    model_index = {
-        "_class_name": "IFPipeline",
-        "_diffusers_version": diffusers.__version__,
-        "feature_extractor": [None, None],
-        "requires_safety_checker": False,
-        "safety_checker": [None, None],
-        "watermarker": [None, None],
-        "scheduler": ["diffusers", type(scheduler).__name__],
-        "text_encoder": ["transformers", type(text_encoder).__name__],
-        "tokenizer": ["transformers", "T5TokenizerFast"],
-        "unet": ["diffusers", type(unet).__name__],
-    }
-    (path / "model_index.json").write_text(json.dumps(model_index, indent=2) + "\n", encoding="utf-8")
-    return path
+    index = {"_class_name": class_name, "_diffusers_version": diffusers.__version__,
+             "requires_safety_checker": False, "safety_checker": [None, None], **entries}
+    for name, component in components.items():
+        index[name] = [type(component).__module__.split(".")[0], type(component).__name__]
+    (path / "model_index.json").write_text(json.dumps(dict(sorted(index.items())), indent=2) + "\n", encoding="utf-8")
 
 
 __all__ = ["save_tiny_stable_diffusion", "save_tiny_deepfloyd_if", "MODEL_MAX_LENGTH", "TEXT_HIDDEN_SIZE",
