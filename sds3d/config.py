@@ -49,6 +49,15 @@ def schedule(value, step: int) -> float:
 
 
 @dataclass
+class PerpNegConfig:
+    enabled: bool = MISSING
+    f_fs: List[float] = MISSING
+    f_sf: List[float] = MISSING
+    f_sb: List[float] = MISSING
+    f_fsb: List[float] = MISSING
+
+
+@dataclass
 class PromptConfig:
     text: str = MISSING
     negative: str = MISSING
@@ -56,6 +65,7 @@ class PromptConfig:
     front_threshold: float = MISSING
     back_threshold: float = MISSING
     overhead_threshold: float = MISSING
+    perp_neg: PerpNegConfig = field(default_factory=PerpNegConfig)
 
 
 @dataclass
@@ -67,14 +77,60 @@ class GuideConfig:
 
 
 @dataclass
+class SJCConfig:
+    var_red: bool = MISSING
+
+
+@dataclass
+class CSDConfig:
+    cond_scale: Schedulable = MISSING
+    negative_scale: Schedulable = MISSING
+    null_scale: Schedulable = MISSING
+    noise_scale: Schedulable = MISSING
+
+
+@dataclass
+class NFSDConfig:
+    switch: float = MISSING
+
+
+@dataclass
+class VSDConfig:
+    lora_rank: int = MISSING
+    lr: float = MISSING
+    camera_dropout: float = MISSING
+
+
+@dataclass
+class ISMConfig:
+    interval: Schedulable = MISSING
+    inversion_stride: float = MISSING
+    inversion_steps: int = MISSING
+
+
+@dataclass
+class BSDConfig:
+    classifier_weight: float = MISSING
+
+
+@dataclass
 class ObjectiveConfig:
     name: str = MISSING
     guidance_scale: Schedulable = MISSING
     weighting: str = MISSING
+    t_schedule: str = MISSING
     t_min: Schedulable = MISSING
     t_max: Schedulable = MISSING
+    dreamtime: List[float] = MISSING
     grad_clip: Schedulable = MISSING
+    grad_normalize: bool = MISSING
     weight: Schedulable = MISSING
+    sjc: SJCConfig = field(default_factory=SJCConfig)
+    csd: CSDConfig = field(default_factory=CSDConfig)
+    nfsd: NFSDConfig = field(default_factory=NFSDConfig)
+    vsd: VSDConfig = field(default_factory=VSDConfig)
+    ism: ISMConfig = field(default_factory=ISMConfig)
+    bsd: BSDConfig = field(default_factory=BSDConfig)
 
 
 @dataclass
@@ -171,6 +227,15 @@ class ExportConfig:
 
 
 @dataclass
+class ImageConfig:
+    steps: int = MISSING
+    lr: float = MISSING
+    space: str = MISSING
+    frames: int = MISSING
+    azimuth: float = MISSING
+
+
+@dataclass
 class RunConfig:
     prompt: PromptConfig = field(default_factory=PromptConfig)
     seed: int = MISSING
@@ -183,6 +248,7 @@ class RunConfig:
     cameras: CameraConfig = field(default_factory=CameraConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    image: ImageConfig = field(default_factory=ImageConfig)
 
 
 # The string-valued keys with a closed set of values. Objective names come from the registry
@@ -190,11 +256,13 @@ class RunConfig:
 CHOICES = {
     "guide.dtype": ("auto", "fp16", "fp32"),
     "device": ("auto", "cpu", "cuda"),
-    "objective.weighting": ("sds", "uniform", "fantasia3d"),
+    "objective.weighting": ("sds", "uniform", "fantasia3d", "alpha", "sigma_over_alpha"),
+    "objective.t_schedule": ("random", "sqrt_anneal", "dreamtime"),
     "scene.density_bias": ("blob", "none"),
     "scene.normals": ("analytic", "finite_difference"),
     "scene.encoding.backend": ("auto", "torch"),
     "render.background.kind": ("solid", "environment"),
+    "image.space": ("auto", "image", "latent"),
 }
 EXPORT_FORMATS = ("glb", "obj", "ply")
 
@@ -328,10 +396,20 @@ def validate(cfg: DictConfig, objective_names: Sequence[str] = ()) -> None:
         low, high = bounds
         if low > high:
             raise ConfigError(f"{key}: lower bound {low} is above upper bound {high}", hint=f"give {key}=[low,high] with low <= high")
-    positive = ("train.steps", "render.width", "render.height", "render.samples", "cameras.batch_size", "export.resolution")
+    positive = ("train.steps", "render.width", "render.height", "render.samples", "cameras.batch_size", "export.resolution",
+                "image.steps", "objective.ism.inversion_stride", "objective.ism.inversion_steps", "objective.vsd.lora_rank")
     for key in positive:
         if OmegaConf.select(cfg, key) <= 0:
             raise ConfigError(f"{key} must be positive, got {OmegaConf.select(cfg, key)}")
+    for key in ("objective.nfsd.switch", "objective.vsd.camera_dropout"):
+        if not 0.0 <= OmegaConf.select(cfg, key) <= 1.0:
+            raise ConfigError(f"{key} must lie in [0, 1], got {OmegaConf.select(cfg, key)}")
+    lengths = {"objective.dreamtime": 4, **{f"prompt.perp_neg.{k}": 3 for k in ("f_fs", "f_sf", "f_sb", "f_fsb")}}
+    for key, length in lengths.items():
+        if len(OmegaConf.select(cfg, key)) != length:
+            raise ConfigError(f"{key}: expected {length} numbers, got {list(OmegaConf.select(cfg, key))}")
+    if cfg.prompt.perp_neg.enabled and not cfg.prompt.view_dependent:
+        raise ConfigError("prompt.perp_neg.enabled needs view-dependent prompts", hint="set prompt.view_dependent=true")
 
 
 def check_schedule(key: str, value) -> None:

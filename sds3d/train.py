@@ -53,7 +53,7 @@ def build_optimizer(scene: nn.ModuleDict, objective: nn.Module, cfg) -> torch.op
         {"params": scene["field"].encoding.parameters(), "lr": cfg.train.lr_encoding},
         {"params": scene["field"].network.parameters(), "lr": cfg.train.lr_network},
         {"params": scene["background"].parameters(), "lr": cfg.train.lr_background},
-        {"params": objective.parameters(), "lr": cfg.train.lr_network},
+        {"params": objective.parameters(), "lr": objective.lr},
     ]
     groups = [g | {"params": list(g["params"])} for g in groups]
     return torch.optim.Adam([g for g in groups if g["params"]], betas=tuple(cfg.train.betas), eps=cfg.train.eps)
@@ -87,7 +87,7 @@ def train(cfg, run_dir: Path, resume: bool = False) -> RunResult:
     save_config(cfg, run_dir / "config.yaml")
     torch.manual_seed(cfg.seed)
     scene = build_scene(cfg).to(device)
-    objective = build_objective(cfg.objective).to(device)
+    objective = build_objective(cfg.objective, guide, cfg.train.steps).to(device)
     optimizer = build_optimizer(scene, objective, cfg)
     use_amp = cfg.train.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
@@ -108,7 +108,7 @@ def train(cfg, run_dir: Path, resume: bool = False) -> RunResult:
             out = renderer.render(field_, background, cameras, shading, schedule(cfg.train.lambda_orient, step) > 0, bg_color)
             x = guide.encode(out.rgb.permute(0, 3, 1, 2))
             result = objective(guide, x, prompts.conditions(cameras), step)
-            losses = {"objective": schedule(cfg.objective.weight, step) * result.loss, **regularisers(out, step, cfg)}
+            losses = {"objective": schedule(cfg.objective.weight, step) * result.loss, **result.aux, **regularisers(out, step, cfg)}
             loss = sum(losses.values())
             if not torch.isfinite(loss):
                 raise NonFiniteError(f"loss is {loss.item()} at step {step}", hint=f"the last good checkpoint is kept in {ckpt_path}")

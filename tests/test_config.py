@@ -4,6 +4,7 @@ from omegaconf.errors import ReadonlyConfigError
 
 from sds3d.config import CONFIGS_DIR, load_config, load_saved_config, save_config, schedule, shipped_configs
 from sds3d.errors import ConfigError
+from sds3d.objectives import OBJECTIVES
 
 SHIPPED = sorted(CONFIGS_DIR.glob("*.yaml"))
 
@@ -23,8 +24,8 @@ def test_base_with_a_prompt_loads():
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
 def test_every_shipped_config_loads_with_a_prompt(path):
-    by_path = load_config(str(path), prompt="a red cube", objective_names=("sds",))
-    by_name = load_config(path.stem, prompt="a red cube", objective_names=("sds",))
+    by_path = load_config(str(path), prompt="a red cube", objective_names=list(OBJECTIVES))
+    by_name = load_config(path.stem, prompt="a red cube", objective_names=list(OBJECTIVES))
     assert by_path == by_name
     assert by_path.prompt.text == "a red cube"
 

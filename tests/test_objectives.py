@@ -6,13 +6,13 @@ import math
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from sds3d.config import load_config
 from sds3d.guides.prompts import Conditions
 from sds3d.objectives import OBJECTIVES, build_objective, describe
-from sds3d.objectives.base import cfg, inject, sample_t, weight
+from sds3d.objectives.base import cfg, inject, weight
 from sds3d.objectives.sds import SDS
+from sds3d.objectives.timesteps import sample_t
 
 T = 1000
 B, C, H, W = 2, 4, 3, 3
@@ -63,7 +63,8 @@ class DenoisingFakeGuide:
 def make_conditions() -> Conditions:
     cond = torch.full((B, L, D), 1.0)
     uncond = torch.full((B, L, D), -1.0)
-    return Conditions(cond=cond, uncond=uncond, null=torch.zeros(B, L, D), labels=["front"] * B)
+    return Conditions(cond=cond, uncond=uncond, null=torch.zeros(B, L, D), plain=torch.full((B, L, D), 2.0),
+                      camera=torch.zeros(B, 16), labels=["front"] * B)
 
 
 def known_eps():
@@ -149,7 +150,7 @@ def test_inject_clamp_zero_disables_clipping():
 
 def run_sds(config, guide, x, conditions, step, seed=0):
     torch.manual_seed(seed)
-    out = SDS(config)(guide, x, conditions, step)
+    out = SDS(config, guide, 100)(guide, x, conditions, step)
     out.loss.backward()
     return out
 
@@ -250,17 +251,9 @@ def test_sds_loss_is_monitoring_value_of_injected_gradient():
 # ---------------------------------------------------------------- registry
 
 
-@pytest.mark.parametrize("name", sorted(OBJECTIVES))
+@pytest.mark.parametrize("name", sorted(set(OBJECTIVES) - {"vsd"}))  # vsd needs a UNet: tests/test_vsd.py
 def test_registry_builds_every_objective_with_description(name):
-    objective = build_objective(objective_config(name=name))
+    objective = build_objective(objective_config(name=name), FakeGuide(*known_eps(), make_conditions()), 100)
     assert isinstance(objective, torch.nn.Module)
     text = describe(name)
     assert text and "\n" not in text
-
-
-def test_registry_accepts_plain_omegaconf():
-    config = OmegaConf.create(
-        {"name": "sds", "guidance_scale": 100.0, "weighting": "sds", "t_min": 0.02, "t_max": 0.98, "grad_clip": 0.0, "weight": 1.0}
-    )
-    assert isinstance(build_objective(config), SDS)
-    assert "sds" in OBJECTIVES

@@ -4,6 +4,7 @@ batched UNet call with v-prediction and learned-variance outputs converted to ep
 
 import gc
 import logging
+import re
 import os
 from pathlib import Path
 from typing import List, Protocol
@@ -124,6 +125,18 @@ class DiffusersGuide:
                 self.cache.put(prompt, embeddings[prompt])
         return torch.stack([embeddings[p] for p in prompts]).to(self.device)
 
+    def known_words_only(self, prompt: str) -> str:
+        """``prompt`` without the words the model's tokenizer does not know (used for negative prompts:
+        a word the model never saw has no meaning to push away from)."""
+        import transformers
+
+        unknown = set(unknown_words(load_component(transformers.AutoTokenizer, self.model, "tokenizer"), [prompt]))
+        if not unknown:
+            return prompt
+        log.warning("the model does not know %s: left out of the negative prompt", ", ".join(sorted(unknown)))
+        text = " ".join(w for w in prompt.replace(",", " , ").split() if w not in unknown)
+        return re.sub(r"\s*(,\s*)+", ", ", text).strip(" ,")
+
     def _encode_text(self, prompts: List[str]) -> torch.Tensor:
         import transformers
 
@@ -144,31 +157,40 @@ class DiffusersGuide:
             torch.cuda.empty_cache()
         return hidden
 
+    def unet_output(self, x_t: torch.Tensor, t: torch.Tensor, embeddings: torch.Tensor, **unet_kwargs) -> torch.Tensor:
+        """The UNet's own prediction (eps or v; a learned-variance half dropped) for x_t [B, ...] under
+        embeddings [B, L, D]. Gradients reach trainable adapters (VSD's LoRA) when grad is enabled."""
+        out = self.unet(x_t.to(self.dtype), t, encoder_hidden_states=embeddings.to(self.dtype), **unet_kwargs).sample.float()
+        return out[:, : x_t.shape[1]]  # models with learned variance (IF) output [eps, variance]
+
+    def to_eps(self, out: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """A prediction ``out`` [..., B, ...] in the model's parametrisation as eps; v: eps = alpha v + sigma x_t."""
+        if self.prediction_type != "v_prediction":
+            return out
+        shape = (-1,) + (1,) * (x_t.dim() - 1)
+        alpha = self.alphas_cumprod[t].sqrt().view(shape)
+        sigma = (1.0 - self.alphas_cumprod[t]).sqrt().view(shape)
+        return alpha * out + sigma * x_t.float()
+
     def predict_noise(self, x_t: torch.Tensor, t: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
         conditions, batch = embeddings.shape[:2]
         with torch.no_grad():
-            out = self.unet(
-                x_t.repeat(conditions, *([1] * (x_t.dim() - 1))).to(self.dtype),
-                t.repeat(conditions),
-                encoder_hidden_states=embeddings.flatten(0, 1).to(self.dtype),
-            ).sample.float()
-        out = out[:, : x_t.shape[1]]  # models with learned variance (IF) output [eps, variance]
-        out = out.reshape(conditions, batch, *out.shape[1:])  # [C, B, ...]
-        if self.prediction_type == "v_prediction":
-            shape = (1, batch) + (1,) * (x_t.dim() - 1)
-            alpha = self.alphas_cumprod[t].sqrt().view(shape)
-            sigma = (1.0 - self.alphas_cumprod[t]).sqrt().view(shape)
-            out = alpha * out + sigma * x_t.float()[None]
-        return out
+            out = self.unet_output(x_t.repeat(conditions, *([1] * (x_t.dim() - 1))), t.repeat(conditions), embeddings.flatten(0, 1))
+        return self.to_eps(out.reshape(conditions, batch, *out.shape[1:]), x_t, t)  # [C, B, ...]
+
+
+def unknown_words(tokenizer, prompts: List[str]) -> List[str]:
+    """Words a word-level tokenizer (the bundled prior's) maps to [UNK]; none for subword tokenizers."""
+    unk = tokenizer.unk_token_id
+    if unk is None:
+        return []
+    return sorted({w for p in prompts for w in p.replace(",", " , ").split()
+                   if unk in tokenizer(w, add_special_tokens=False).input_ids})
 
 
 def check_vocabulary(tokenizer, prompts: List[str], model: str) -> None:
-    """Word-level tokenizers (the bundled prior's) map unknown words to [UNK]: name them instead."""
-    unk = tokenizer.unk_token_id
-    if unk is None:
-        return
-    unknown = sorted({w for p in prompts for w in p.replace(",", " , ").split()
-                      if unk in tokenizer(w, add_special_tokens=False).input_ids})
+    """Unknown words would become [UNK]: name them instead."""
+    unknown = unknown_words(tokenizer, prompts)
     if unknown:
         known = sorted(w for w in tokenizer.get_vocab() if not w.startswith(("[", "<")))
         raise ConfigError(

@@ -36,6 +36,8 @@ class ExactDenoiserGuide:
     Embeddings are set ids [P, 1, 1], opaque to objectives.
     """
 
+    interpolates_embeddings = False  # embeddings are image-set ids
+
     def __init__(self, device: torch.device, resolution: int = 32, views: int = 64, seed: int = 0):
         from diffusers import DDPMScheduler
 

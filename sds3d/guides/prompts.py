@@ -2,24 +2,37 @@
 on-disk text-embedding cache (so a text encoder is loaded once per model and prompt, ever)."""
 
 import hashlib
+import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import torch
 
 from sds3d.atomic import atomic_write
 from sds3d.cameras import VIEWS, Cameras, view_labels
+from sds3d.errors import ConfigError
+
+
+@dataclass
+class PerpNegatives:
+    """Perp-Neg's view negatives: N embeddings per row and their (non-positive) weights."""
+
+    embeddings: torch.Tensor  # [N, B, L, D]
+    weights: torch.Tensor  # [N, B]
 
 
 @dataclass
 class Conditions:
     """The embeddings one step needs, each [B, L, D] with one row per view in the batch."""
 
-    cond: torch.Tensor  # the (view-dependent) prompt
+    cond: torch.Tensor  # the (view-dependent) prompt; with Perp-Neg, interpolated between views by azimuth
     uncond: torch.Tensor  # what CFG pushes away from: the negative prompt, or "" without one
     null: torch.Tensor  # always the empty prompt
+    plain: torch.Tensor  # the prompt with no view suffix
+    camera: torch.Tensor  # [B, 16] flattened camera-to-world matrices (VSD's camera condition)
     labels: List[str]  # view label of each row
+    perp_neg: Optional[PerpNegatives] = None
 
 
 class EmbeddingCache:
@@ -46,12 +59,40 @@ def view_prompt(prompt: str, label: str) -> str:
     return f"{prompt}, {label} view"
 
 
+def decay(coefficients: Sequence[float], r: float) -> float:
+    """Perp-Neg's negative weight f(r) = a exp(-b r) + c."""
+    a, b, c = coefficients
+    return a * math.exp(-b * r) + c
+
+
+def perp_neg_views(azimuth: float, label: str, cfg) -> tuple:
+    """For one camera: the positive prompt as a mix {view: coefficient} and two negatives [(view, weight)].
+
+    Front to side (|a| < 90): r = 1 - |a|/90 mixes front (r) with side, negatives front -f_fs(r) and
+    side -f_sf(1 - r). Side to back: r = 2 - |a|/90 mixes side (r) with back, negatives side -f_sb(r)
+    and front -f_fsb(r). Overhead views take their own prompt and zero-weight negatives.
+    """
+    if label == "overhead":
+        return {"overhead": 1.0}, [("front", 0.0), ("side", 0.0)]
+    a = abs(math.remainder(azimuth, 360.0))
+    if a < 90.0:
+        r = 1.0 - a / 90.0
+        return {"front": r, "side": 1.0 - r}, [("front", -decay(cfg.f_fs, r)), ("side", -decay(cfg.f_sf, 1.0 - r))]
+    r = 2.0 - a / 90.0
+    return {"side": r, "back": 1.0 - r}, [("side", -decay(cfg.f_sb, r)), ("front", -decay(cfg.f_fsb, r))]
+
+
 class PromptSet:
     """Embeds every prompt a run uses once, then hands out Conditions for a batch of cameras."""
 
     def __init__(self, guide, cfg):
         self.cfg = cfg
-        texts = [cfg.text, cfg.negative, ""] + [view_prompt(cfg.text, v) for v in VIEWS]
+        if cfg.perp_neg.enabled and not getattr(guide, "interpolates_embeddings", True):
+            raise ConfigError(f"Perp-Neg mixes text embeddings, which the guide '{getattr(guide, 'model', guide)}' does not have",
+                              hint="prompt.perp_neg.enabled=false, or a text-to-image model as guide.model")
+        restrict = getattr(guide, "known_words_only", None)
+        self.negative = restrict(cfg.negative) if cfg.negative and restrict else cfg.negative
+        texts = [cfg.text, self.negative, ""] + [view_prompt(cfg.text, v) for v in VIEWS]
         self.embeddings: Dict[str, torch.Tensor] = dict(zip(texts, guide.embed(texts)))
 
     def conditions(self, cameras: Cameras) -> Conditions:
@@ -60,6 +101,27 @@ class PromptSet:
         prompts = [view_prompt(cfg.text, label) if cfg.view_dependent else cfg.text for label in labels]
         batch = len(labels)
         cond = torch.stack([self.embeddings[p] for p in prompts])
-        null = self.embeddings[""].expand(batch, -1, -1)
-        uncond = self.embeddings[cfg.negative].expand(batch, -1, -1)
-        return Conditions(cond=cond, uncond=uncond, null=null, labels=labels)
+        perp_neg = None
+        if cfg.perp_neg.enabled:
+            cond, perp_neg = self._perp_neg(cameras.azimuth.tolist(), labels)
+        device = cond.device
+        return Conditions(
+            cond=cond,
+            uncond=self.embeddings[self.negative].expand(batch, -1, -1),
+            null=self.embeddings[""].expand(batch, -1, -1),
+            plain=self.embeddings[cfg.text].expand(batch, -1, -1),
+            camera=cameras.c2w.reshape(batch, 16).to(device),
+            labels=labels,
+            perp_neg=perp_neg,
+        )
+
+    def _perp_neg(self, azimuths: List[float], labels: List[str]):
+        view = {v: self.embeddings[view_prompt(self.cfg.text, v)] for v in VIEWS}
+        positives, negatives, weights = [], [], []
+        for azimuth, label in zip(azimuths, labels):
+            mix, negs = perp_neg_views(azimuth, label, self.cfg.perp_neg)
+            positives.append(sum(c * view[v] for v, c in mix.items()))
+            negatives.append(torch.stack([view[v] for v, _ in negs]))
+            weights.append([w for _, w in negs])
+        embeddings = torch.stack(negatives, dim=1)  # [2, B, L, D]
+        return torch.stack(positives), PerpNegatives(embeddings, torch.tensor(weights, device=embeddings.device).T)

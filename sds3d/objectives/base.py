@@ -1,48 +1,35 @@
-"""Helpers every objective shares, written once: CFG, weighting, timestep sampling, noising and
-gradient injection. See shared reference objectives.md §0 for the conventions."""
+"""What every objective shares, written once: the Objective base, one batched guide call per step,
+CFG (with Perp-Neg), weighting, noising and gradient injection. See shared reference objectives.md §0."""
 
 from dataclasses import dataclass, field
-from typing import Dict
+from typing import Dict, Sequence
 
 import torch
+import torch.nn as nn
 
 from sds3d.config import schedule
+from sds3d.objectives.timesteps import timesteps
 
 
 @dataclass
 class ObjectiveOutput:
     loss: torch.Tensor  # surrogate loss whose gradient w.r.t. x is the objective's g / B
     stats: Dict[str, float] = field(default_factory=dict)  # logged as objective/<name>
-
-
-def cfg(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, scale: float) -> torch.Tensor:
-    """Standard (diffusers) classifier-free guidance, the only form in sds3d:
-    eps_u + s * (eps_c - eps_u). threestudio's SDS scale s equals s + 1 here."""
-    return eps_uncond + scale * (eps_cond - eps_uncond)
+    aux: Dict[str, torch.Tensor] = field(default_factory=dict)  # losses of the objective's own parameters (VSD's LoRA)
 
 
 WEIGHTINGS = {
     "sds": lambda a: 1.0 - a,  # sigma_t^2
     "uniform": lambda a: torch.ones_like(a),
     "fantasia3d": lambda a: a.sqrt() * (1.0 - a),  # alpha_t * sigma_t^2
+    "alpha": lambda a: a.sqrt(),  # alpha_t (BSD)
+    "sigma_over_alpha": lambda a: ((1.0 - a) / a).sqrt(),  # sigma_t / alpha_t (ISM)
 }
 
 
 def weight(name: str, alphas_cumprod: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """w(t) [B] for the weighting ``name``."""
     return WEIGHTINGS[name](alphas_cumprod[t])
-
-
-def sample_t(batch: int, t_min: float, t_max: float, num_timesteps: int, device) -> torch.Tensor:
-    """One timestep per batch item, uniform on the integers [floor(t_min*T), floor(t_max*T)] inclusive."""
-    low, high = int(t_min * num_timesteps), int(t_max * num_timesteps)
-    return torch.randint(low, high + 1, (batch,), device=device)
-
-
-def timesteps(objective_cfg, batch: int, guide, step: int) -> torch.Tensor:
-    """``sample_t`` over the objective's scheduled [t_min, t_max] at ``step``."""
-    t_min, t_max = schedule(objective_cfg.t_min, step), schedule(objective_cfg.t_max, step)
-    return sample_t(batch, t_min, t_max, guide.alphas_cumprod.shape[0], guide.alphas_cumprod.device)
 
 
 def per_item(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -56,14 +43,82 @@ def add_noise(x: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, alphas_cump
     return a.sqrt() * x + (1.0 - a).sqrt() * noise
 
 
-def inject(x: torch.Tensor, grad: torch.Tensor, clamp: float = 0.0) -> torch.Tensor:
+def cfg(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, scale: float) -> torch.Tensor:
+    """Standard (diffusers) classifier-free guidance, the only form in sds3d:
+    eps_u + s * (eps_c - eps_u). threestudio's SDS scale s equals s + 1 here."""
+    return eps_uncond + scale * (eps_cond - eps_uncond)
+
+
+def predict(guide, x_t: torch.Tensor, t: torch.Tensor, conditions, names: Sequence[str]) -> Dict[str, torch.Tensor]:
+    """eps [B, ...] under each named embedding of ``conditions`` (cond, uncond, null, plain), plus
+    "perp_neg" [N, B, ...] when the conditions carry Perp-Neg negatives: all in ONE guide call."""
+    embeddings = [getattr(conditions, name) for name in names]
+    if conditions.perp_neg is not None:
+        embeddings += list(conditions.perp_neg.embeddings)
+    eps = guide.predict_noise(x_t, t, torch.stack(embeddings))
+    return {**dict(zip(names, eps)), "perp_neg": eps[len(names):]}
+
+
+def perpendicular(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The part of ``a`` perpendicular to ``b``, per batch item (a, b [B, ...])."""
+    dims = tuple(range(1, a.dim()))
+    along = (a * b).sum(dims, keepdim=True) / (b * b).sum(dims, keepdim=True).clamp_min(1e-12)
+    return a - along * b
+
+
+def direction(eps: Dict[str, torch.Tensor], base: str, conditions) -> torch.Tensor:
+    """The guidance direction eps(cond) - eps(base); with Perp-Neg, plus sum_i w_i perp(eps(neg_i) - eps(base))."""
+    delta = eps["cond"] - eps[base]
+    if conditions.perp_neg is not None:
+        for eps_neg, w in zip(eps["perp_neg"], conditions.perp_neg.weights):
+            delta = delta + per_item(w, delta) * perpendicular(eps_neg - eps[base], eps["cond"] - eps[base])
+    return delta
+
+
+def guided(eps: Dict[str, torch.Tensor], conditions, scale: float) -> torch.Tensor:
+    """The CFG prediction eps_u + s * direction (plain CFG without Perp-Neg)."""
+    return eps["uncond"] + scale * direction(eps, "uncond", conditions)
+
+
+def inject(x: torch.Tensor, grad: torch.Tensor, clamp: float = 0.0, normalize: bool = False) -> torch.Tensor:
     """Surrogate loss 0.5 * ||x - sg(x - g)||^2 / B, whose gradient w.r.t. x is g / B.
 
-    ``g`` is cleaned of NaN/inf and, when ``clamp`` > 0, clamped to [-clamp, clamp] first (D-SDS).
-    Its value is 0.5 ||g||^2 / B: a monitor, not a convergence signal.
+    ``g`` is cleaned of NaN/inf, L2-normalised over the batch when ``normalize`` (CSD), and clamped to
+    [-clamp, clamp] when ``clamp`` > 0 (D-SDS), in that order. Its value is 0.5 ||g||^2 / B: a monitor,
+    not a convergence signal.
     """
     grad = torch.nan_to_num(grad.detach(), nan=0.0, posinf=0.0, neginf=0.0)
+    if normalize:
+        grad = grad / (grad.norm() + 1e-8)
     if clamp > 0:
         grad = grad.clamp(-clamp, clamp)
     target = (x - grad).detach()
     return 0.5 * ((x - target) ** 2).sum() / x.shape[0]
+
+
+class Objective(nn.Module):
+    """Base of every objective: ``forward(guide, x, conditions, step) -> ObjectiveOutput``.
+
+    ``lr`` is the learning rate of the objective's own parameters (only stateful ones have any).
+    """
+
+    lr = 0.0
+
+    def __init__(self, config, guide, total_steps: int):
+        super().__init__()
+        self.config, self.total_steps = config, total_steps
+
+    def timesteps(self, batch: int, guide, step: int) -> torch.Tensor:
+        return timesteps(self.config, batch, guide.alphas_cumprod, step, self.total_steps)
+
+    def scale(self, step: int) -> float:
+        return schedule(self.config.guidance_scale, step)
+
+    def weight(self, guide, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """w(t) of the configured weighting, shaped to broadcast over x."""
+        return per_item(weight(self.config.weighting, guide.alphas_cumprod, t), x)
+
+    def output(self, x: torch.Tensor, grad: torch.Tensor, t: torch.Tensor, step: int, **stats) -> ObjectiveOutput:
+        """Injects ``grad`` with the configured clamp and normalisation; logs t and the gradient norm."""
+        loss = inject(x, grad, schedule(self.config.grad_clip, step), self.config.grad_normalize)
+        return ObjectiveOutput(loss, {"t": t.float().mean().item(), "grad_norm": grad.norm().item(), **stats})

@@ -5,25 +5,20 @@ g = w(t) * (eps_hat_s(x_t; y, t) - eps), with eps_hat_s standard CFG against the
 """
 
 import torch
-import torch.nn as nn
 
-from sds3d.config import schedule
-from sds3d.objectives.base import ObjectiveOutput, add_noise, cfg, inject, per_item, timesteps, weight
+from sds3d.objectives.base import Objective, ObjectiveOutput, add_noise, guided, predict
 
 
-class SDS(nn.Module):
+class SDS(Objective):
     """Score Distillation Sampling (DreamFusion): w(t) (eps_hat - eps)."""
 
-    def __init__(self, config):
-        super().__init__()
-        self.config = config
-
     def forward(self, guide, x: torch.Tensor, conditions, step: int) -> ObjectiveOutput:
-        t = timesteps(self.config, x.shape[0], guide, step)
+        t = self.timesteps(x.shape[0], guide, step)
         noise = torch.randn_like(x)
-        x_t = add_noise(x.detach(), noise, t, guide.alphas_cumprod)
-        eps_cond, eps_uncond = guide.predict_noise(x_t, t, torch.stack([conditions.cond, conditions.uncond]))
-        eps_hat = cfg(eps_uncond, eps_cond, schedule(self.config.guidance_scale, step))
-        grad = per_item(weight(self.config.weighting, guide.alphas_cumprod, t), x) * (eps_hat - noise)
-        loss = inject(x, grad, schedule(self.config.grad_clip, step))
-        return ObjectiveOutput(loss, {"t": t.float().mean().item(), "grad_norm": grad.norm().item()})
+        eps = predict(guide, add_noise(x.detach(), noise, t, guide.alphas_cumprod), t, conditions, ("cond", "uncond"))
+        grad = self.weight(guide, t, x) * (guided(eps, conditions, self.scale(step)) - self.target(noise))
+        return self.output(x, grad, t, step)
+
+    def target(self, noise: torch.Tensor) -> torch.Tensor:
+        """What the guided prediction is compared with: the injected noise."""
+        return noise
