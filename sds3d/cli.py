@@ -1,4 +1,4 @@
-"""`sds3d run | export | configs`: parses, calls the API, prints errors as a message and a hint."""
+"""`sds3d run | image | export | configs`: parses, calls the API, prints errors as a message and a hint."""
 
 import logging
 import sys
@@ -43,25 +43,53 @@ def run(
     configs/base.yaml documents every key. With --resume, overrides such as train.steps=20000 extend the run.
     """
     from sds3d import api
-    from sds3d.config import is_override
 
-    args = args or []
-    overrides = [a for a in args if is_override(a)]
-    prompts = [a for a in args if not is_override(a)]
-    if len(prompts) > 1:
-        raise Sds3dError(f"expected one prompt, got {len(prompts)}: {prompts}", hint='quote the prompt: sds3d run "a red cube"')
+    prompt, overrides = split_args(args, "run")
     if resume is not None:
-        if prompts or config:
+        if prompt is not None or config:
             raise Sds3dError("--resume continues a run with its saved config", hint="drop the prompt and --config; key=value overrides are allowed")
         result = api.resume(resume, overrides)
     else:
-        result = api.generate(prompts[0] if prompts else None, config, overrides)
+        result = api.generate(prompt, config, overrides)
     for path in result.outputs:
         typer.echo(f"wrote {path}")
     typer.echo(f"{result.steps} steps, {result.seconds_per_step:.3f} s/step, run folder {result.run_dir}")
     if result.interrupted:
         typer.echo(f"interrupted: continue with  sds3d run --resume {result.run_dir}")
         raise typer.Exit(130)
+
+
+@app.command(context_settings={"allow_extra_args": False})
+def image(
+    args: Optional[List[str]] = typer.Argument(None, metavar="PROMPT [KEY=VALUE]...", show_default=False),
+    config: Optional[str] = typer.Option(None, "--config", "-c", help="A YAML file or the name of a shipped config (`sds3d configs`)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default: <out_dir>/image-<slug>-<time>)."),
+):
+    """The 2D playground: optimise one image for PROMPT with the configured objective.
+
+    Writes image.png (the result) and progress.png (image.frames snapshots over the run). Same config
+    keys as `sds3d run`, plus image.steps, image.lr, image.space (auto | image | latent), image.frames and
+    image.azimuth, for example:
+
+      sds3d image "a red cube" --config csd image.steps=200 objective.guidance_scale=50
+    """
+    from sds3d.playground import optimise_image
+
+    prompt, overrides = split_args(args, "image")
+    result = optimise_image(prompt, config, overrides, out)
+    typer.echo(f"wrote {result.image_path} and {result.progress_path}")
+    typer.echo(f"{result.steps} steps, {result.seconds_per_step:.3f} s/step, folder {result.out_dir}")
+
+
+def split_args(args: Optional[List[str]], command: str):
+    """PROMPT and KEY=VALUE arguments, in any order -> (the prompt or None, the overrides)."""
+    from sds3d.config import is_override
+
+    args = args or []
+    prompts = [a for a in args if not is_override(a)]
+    if len(prompts) > 1:
+        raise Sds3dError(f"expected one prompt, got {len(prompts)}: {prompts}", hint=f'quote the prompt: sds3d {command} "a red cube"')
+    return (prompts[0] if prompts else None), [a for a in args if is_override(a)]
 
 
 @app.command()
@@ -141,19 +169,20 @@ app.add_typer(bench_app, name="bench")
 @bench_app.command("quality")
 def bench_quality(
     overrides: Optional[List[str]] = typer.Argument(None, metavar="[KEY=VALUE]...", show_default=False),
-    objective: Optional[List[str]] = typer.Option(None, "--objective", "-o", help="Repeat for several (default: all)."),
+    method: Optional[List[str]] = typer.Option(None, "--method", "-m", help="A method config (name or YAML); repeat for several (default: all shipped methods on the bundled prior)."),
     prompt_set: Optional[List[str]] = typer.Option(None, "--set", help="single, pair, held-out (default: all)."),
-    config: Optional[str] = typer.Option(None, "--config", "-c", help="Config for every run (default: base, the bundled prior)."),
     out: Path = typer.Option(Path("bench-quality"), help="Run folders, quality.json and quality.png go here."),
 ):
-    """Run the world prompt set through each objective; print IoU, colour error, steps and wall time."""
-    from sds3d.bench.quality import PROMPTS, format_table, run_quality
-    from sds3d.objectives import OBJECTIVES
+    """Run the world prompt set through each method; print IoU, colour error, steps and time."""
+    from sds3d.bench.quality import METHODS, PROMPTS, format_table, run_quality
+    from sds3d.config import resolve_config_path
 
-    unknown = [s for s in prompt_set or [] if s not in PROMPTS] + [o for o in objective or [] if o not in OBJECTIVES]
+    unknown = [s for s in prompt_set or [] if s not in PROMPTS]
     if unknown:
-        raise Sds3dError(f"unknown set or objective: {', '.join(unknown)}", hint=f"sets: {', '.join(PROMPTS)}; objectives: {', '.join(OBJECTIVES)}")
-    rows = run_quality(objective or list(OBJECTIVES), config, overrides or [], out, prompt_set or list(PROMPTS))
+        raise Sds3dError(f"unknown prompt set: {', '.join(unknown)}", hint=f"sets: {', '.join(PROMPTS)}")
+    for name in method or []:
+        resolve_config_path(name)  # a missing config fails before any run starts
+    rows = run_quality(method or list(METHODS), overrides or [], out, prompt_set or list(PROMPTS))
     typer.echo(format_table(rows))
     typer.echo(f"wrote {out / 'quality.json'} and {out / 'quality.png'}")
 

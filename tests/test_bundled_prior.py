@@ -41,3 +41,20 @@ def test_unknown_word_is_named_with_a_way_out(tmp_path):
     assert "hamburger" in done.stderr and "cube" in done.stderr and "dreamfusion-sd" in done.stderr
     assert "Traceback" not in done.stderr
     assert not list(tmp_path.iterdir()), "nothing is written for a prompt the model cannot read"
+
+
+def test_negative_prompt_words_the_prior_never_saw_are_left_out(tmp_path, caplog):
+    cfg = load_config(prompt="a red cube", overrides=[f"guide.cache_dir={tmp_path}"])
+    guide = load_guide(cfg.guide, torch.device("cpu"))
+    assert guide.known_words_only("blue, blurry, low quality, cube") == "blue, cube"
+    assert guide.known_words_only("ugly, noisy") == ""
+    assert guide.known_words_only("a green torus") == "a green torus"
+    assert "blurry" in caplog.text and "noisy" in caplog.text
+
+
+def test_method_configs_with_paper_negative_prompts_run_on_the_prior(tmp_path):
+    """nfsd.yaml carries the paper's negative prompt, which the prior cannot read: it runs without it."""
+    result = api.generate("a red cube", "nfsd", ["train.steps=2", "export.video_frames=0", "export.resolution=32",
+                                                 "train.val_every=0", "train.val_resolution=16", f"guide.cache_dir={tmp_path}"],
+                          run_dir=tmp_path / "run")
+    assert result.steps == 2

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 from omegaconf import OmegaConf
 from omegaconf.errors import ReadonlyConfigError
@@ -211,3 +213,28 @@ def test_load_saved_config_of_a_missing_file(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_saved_config(tmp_path / "config.yaml")
     assert "config.yaml" in str(info.value) and "sds3d run" in info.value.hint
+
+
+@pytest.mark.parametrize(
+    "override, named",
+    [
+        ("objective.t_schedule=linear", "objective.t_schedule"),
+        ("objective.weighting=ism", "objective.weighting"),
+        ("objective.dreamtime=[0.8,0.5,0.3]", "objective.dreamtime"),
+        ("prompt.perp_neg.f_fs=[1.0,2.0]", "prompt.perp_neg.f_fs"),
+        ("objective.nfsd.switch=1.5", "objective.nfsd.switch"),
+        ("objective.vsd.camera_dropout=-0.1", "objective.vsd.camera_dropout"),
+        ("objective.ism.inversion_steps=0", "objective.ism.inversion_steps"),
+        ("objective.csd.negative_scale=[0,1]", "objective.csd.negative_scale"),
+        ("objective.csd.bogus=1", "objective.csd.bogus"),
+        ("image.space=pixels", "image.space"),
+    ],
+)
+def test_objective_family_keys_are_checked(override, named):
+    with pytest.raises(ConfigError, match=re.escape(named)):
+        load_config(prompt="a red cube", overrides=[override], objective_names=list(OBJECTIVES))
+
+
+def test_perp_neg_needs_view_dependent_prompts():
+    with pytest.raises(ConfigError, match="view-dependent"):
+        load_config(prompt="a red cube", overrides=["prompt.perp_neg.enabled=true", "prompt.view_dependent=false"])
