@@ -2,22 +2,17 @@
 
 import json
 
-import pytest
 from typer.testing import CliRunner
 
 from sds3d.bench import quality
 from sds3d.cli import app
 
 
-@pytest.fixture
-def one_prompt(monkeypatch):
-    monkeypatch.setattr(quality, "PROMPTS", {"single": ["a red cube"]})
+def test_a_method_gets_a_scored_row_json_and_picture(tmp_path, monkeypatch):
     monkeypatch.setattr(quality, "RESOLUTION", 16)  # scoring renders 36 turns x 4 views of ground truth
-
-
-def test_each_method_gets_a_scored_row_json_and_picture(tmp_path, one_prompt):
-    overrides = ["guide.model=exact:world@16", "train.steps=3", "train.val_every=0", "export.resolution=32"]
-    rows = quality.run_quality(["sjc"], overrides + ["render.width=8", "render.height=8"], tmp_path, ["single"])
+    overrides = ["guide.model=exact:world@16", "train.steps=3", "train.val_every=0", "export.resolution=32",
+                 "render.width=8", "render.height=8", "train.val_resolution=16"]
+    rows = quality.run_quality(["sjc"], overrides, tmp_path, prompts=["a red cube"])
 
     assert [(r["method"], r["objective"], r["prompt"]) for r in rows] == [("sjc", "sjc", "a red cube")]
     assert 0.0 <= rows[0]["iou"] <= 1.0 and rows[0]["colour_error"] >= 0.0

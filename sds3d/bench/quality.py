@@ -54,22 +54,27 @@ def score_run(run_dir: Path, prompt: str) -> Dict:
             "objects": objects, "picture": picture}
 
 
+def prompt_set(prompt: str) -> str:
+    return next((name for name, prompts in PROMPTS.items() if prompt in prompts), "other")
+
+
 def run_quality(methods: Sequence[str], overrides: Sequence[str], out_dir: Path,
-                sets: Sequence[str] = tuple(PROMPTS)) -> List[Dict]:
-    """Every prompt of ``sets`` through every method config (a shipped name or a YAML path)."""
+                sets: Sequence[str] = tuple(PROMPTS), prompts: Sequence[str] = ()) -> List[Dict]:
+    """Every prompt of ``sets`` (or the world captions ``prompts``) through every method config (a
+    shipped name or a YAML path)."""
     rows, pictures = [], []
+    jobs = [(prompt_set(p), p) for p in prompts] or [(name, p) for name in sets for p in PROMPTS[name]]
     for method in methods:
-        for set_name in sets:
-            for prompt in PROMPTS[set_name]:
-                run_dir = out_dir / Path(method).stem / prompt.replace(" ", "-")
-                began = time.perf_counter()
-                result = api.generate(prompt, method, [*overrides, "export.video_frames=0"], run_dir=run_dir)
-                wall = time.perf_counter() - began
-                scores = score_run(result.run_dir, prompt)
-                pictures.append(scores.pop("picture"))
-                objective = api.load_run(result.run_dir)[0].objective.name
-                rows.append({"method": Path(method).stem, "objective": objective, "set": set_name, "prompt": prompt,
-                             **scores, "steps": result.steps, "wall_s": wall, "s_per_step": result.seconds_per_step})
+        for set_name, prompt in jobs:
+            run_dir = out_dir / Path(method).stem / prompt.replace(" ", "-")
+            began = time.perf_counter()
+            result = api.generate(prompt, method, [*overrides, "export.video_frames=0"], run_dir=run_dir)
+            wall = time.perf_counter() - began
+            scores = score_run(result.run_dir, prompt)
+            pictures.append(scores.pop("picture"))
+            objective = api.load_run(result.run_dir)[0].objective.name
+            rows.append({"method": Path(method).stem, "objective": objective, "set": set_name, "prompt": prompt,
+                         **scores, "steps": result.steps, "wall_s": wall, "s_per_step": result.seconds_per_step})
     (out_dir / "quality.json").write_text(json.dumps(rows, indent=2))
     write_image(torch.cat(pictures).numpy(), out_dir / "quality.png")
     return rows

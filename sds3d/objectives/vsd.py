@@ -58,6 +58,10 @@ class VSD(Objective):
         finally:
             unet.class_embedding = None
             unet.disable_adapters()
+            # peft's disable_adapters also sets requires_grad=False on the adapter weights, and autograd then
+            # drops their gradients from the LoRA loss built inside this branch: the LoRA would never train.
+            for p in self.lora:
+                p.requires_grad_(True)
 
     def forward(self, guide, x: torch.Tensor, conditions, step: int) -> ObjectiveOutput:
         batch, x_clean = x.shape[0], x.detach()
