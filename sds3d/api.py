@@ -19,8 +19,9 @@ def slugify(prompt: str, max_length: int = 48) -> str:
     return slug[:max_length].rstrip("-") or "run"
 
 
-def new_run_dir(cfg) -> Path:
-    return Path(cfg.out_dir).expanduser() / f"{slugify(cfg.prompt.text)}-{time.strftime('%Y%m%d-%H%M%S')}"
+def new_run_dir(cfg, prefix: str = "") -> Path:
+    """``<out_dir>/<prefix><prompt-slug>-<yyyymmdd-hhmmss>``."""
+    return Path(cfg.out_dir).expanduser() / f"{prefix}{slugify(cfg.prompt.text)}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def generate(prompt: Optional[str] = None, config: Optional[str] = None, overrides: Sequence[str] = (),

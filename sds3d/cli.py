@@ -61,7 +61,7 @@ def run(
 
 @app.command(context_settings={"allow_extra_args": False})
 def image(
-    args: Optional[List[str]] = typer.Argument(None, metavar="PROMPT [KEY=VALUE]...", show_default=False),
+    args: Optional[List[str]] = typer.Argument(None, metavar="[PROMPT] [KEY=VALUE]...", show_default=False),
     config: Optional[str] = typer.Option(None, "--config", "-c", help="A YAML file or the name of a shipped config (`sds3d configs`)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default: <out_dir>/image-<slug>-<time>)."),
 ):
@@ -171,6 +171,7 @@ def bench_quality(
     overrides: Optional[List[str]] = typer.Argument(None, metavar="[KEY=VALUE]...", show_default=False),
     method: Optional[List[str]] = typer.Option(None, "--method", "-m", help="A method config (name or YAML); repeat for several (default: all shipped methods on the bundled prior)."),
     prompt_set: Optional[List[str]] = typer.Option(None, "--set", help="single, pair, held-out (default: all)."),
+    prompt: Optional[List[str]] = typer.Option(None, "--prompt", "-p", help="World captions to run instead of the sets; repeat for several."),
     out: Path = typer.Option(Path("bench-quality"), help="Run folders, quality.json and quality.png go here."),
 ):
     """Run the world prompt set through each method; print IoU, colour error, steps and time."""
@@ -182,7 +183,7 @@ def bench_quality(
         raise Sds3dError(f"unknown prompt set: {', '.join(unknown)}", hint=f"sets: {', '.join(PROMPTS)}")
     for name in method or []:
         resolve_config_path(name)  # a missing config fails before any run starts
-    rows = run_quality(method or list(METHODS), overrides or [], out, prompt_set or list(PROMPTS))
+    rows = run_quality(method or list(METHODS), overrides or [], out, prompt_set or list(PROMPTS), prompt or [])
     typer.echo(format_table(rows))
     typer.echo(f"wrote {out / 'quality.json'} and {out / 'quality.png'}")
 

@@ -397,7 +397,8 @@ def validate(cfg: DictConfig, objective_names: Sequence[str] = ()) -> None:
         if low > high:
             raise ConfigError(f"{key}: lower bound {low} is above upper bound {high}", hint=f"give {key}=[low,high] with low <= high")
     positive = ("train.steps", "render.width", "render.height", "render.samples", "cameras.batch_size", "export.resolution",
-                "image.steps", "objective.ism.inversion_stride", "objective.ism.inversion_steps", "objective.vsd.lora_rank")
+                "image.steps", "image.frames", "objective.ism.inversion_stride", "objective.ism.inversion_steps",
+                "objective.vsd.lora_rank")
     for key in positive:
         if OmegaConf.select(cfg, key) <= 0:
             raise ConfigError(f"{key} must be positive, got {OmegaConf.select(cfg, key)}")

@@ -21,15 +21,20 @@ class Guide(Protocol):
     """What objectives may ask of a diffusion model.
 
     ``alphas_cumprod`` [T] float32 on the guide's device; ``resolution`` is the square image size the
-    model works at (from the model's own config). Every prediction runs under no_grad.
+    model works at (from the model's own config); ``latent`` says whether x is a latent (VAE) space
+    rather than pixels. Every prediction runs under no_grad.
     """
 
     alphas_cumprod: torch.Tensor
     resolution: int
     device: torch.device
+    latent: bool
 
     def encode(self, rgb: torch.Tensor) -> torch.Tensor:
         """rgb [B, 3, H, W] in [0, 1] -> x, the model's input space (differentiable)."""
+
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        """x -> rgb [B, 3, resolution, resolution] in [0, 1], for previews (no gradient)."""
 
     def embed(self, prompts: List[str]) -> torch.Tensor:
         """Text embeddings [P, L, D] (float32, on the guide's device), cached on disk."""

@@ -14,7 +14,7 @@ import torch
 from sds3d.cameras import VIEWS, sample_cameras, view_labels
 from sds3d.config import load_config
 from sds3d.errors import ConfigError
-from sds3d.guides.pixel import pixel_encode
+from sds3d.guides.pixel import pixel_decode, pixel_encode
 from sds3d.world.render import render_scenes
 from sds3d.world.scenes import parse_caption
 
@@ -37,6 +37,7 @@ class ExactDenoiserGuide:
     """
 
     interpolates_embeddings = False  # embeddings are image-set ids
+    latent = False
 
     def __init__(self, device: torch.device, resolution: int = 32, views: int = 64, seed: int = 0):
         from diffusers import DDPMScheduler
@@ -61,6 +62,9 @@ class ExactDenoiserGuide:
 
     def encode(self, rgb: torch.Tensor) -> torch.Tensor:
         return pixel_encode(rgb, self.resolution)
+
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        return pixel_decode(x)
 
     def embed(self, prompts: List[str]) -> torch.Tensor:
         return torch.tensor([float(self._set_id(p)) for p in prompts], device=self.device).view(-1, 1, 1)

@@ -13,6 +13,8 @@ log = logging.getLogger("sds3d")
 
 
 class PixelGuide(DiffusersGuide):
+    latent = False
+
     def __init__(self, model: str, unet, scheduler, cache: EmbeddingCache, device: torch.device, dtype: torch.dtype):
         super().__init__(model, unet, scheduler, cache, device, dtype)
         self.resolution = unet.config.sample_size
@@ -28,8 +30,16 @@ class PixelGuide(DiffusersGuide):
     def encode(self, rgb: torch.Tensor) -> torch.Tensor:
         return pixel_encode(rgb, self.resolution)
 
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        return pixel_decode(x)
+
 
 def pixel_encode(rgb: torch.Tensor, resolution: int) -> torch.Tensor:
     """rgb [B, 3, H, W] in [0, 1] -> [B, 3, r, r] in [-1, 1] at resolution r (differentiable)."""
     rgb = F.interpolate(rgb, (resolution, resolution), mode="bilinear", align_corners=False, antialias=True)
     return rgb * 2.0 - 1.0
+
+
+def pixel_decode(x: torch.Tensor) -> torch.Tensor:
+    """x in [-1, 1] (unconstrained when optimised directly) -> rgb in [0, 1], clamped."""
+    return ((x.detach() + 1.0) * 0.5).clamp(0.0, 1.0)

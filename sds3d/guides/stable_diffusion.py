@@ -14,6 +14,8 @@ log = logging.getLogger("sds3d")
 class StableDiffusionGuide(DiffusersGuide):
     """Renders are encoded by the VAE (gradients flow through its encoder) at the model's own resolution."""
 
+    latent = True
+
     def __init__(self, model: str, unet, vae, scheduler, cache: EmbeddingCache, device: torch.device, dtype: torch.dtype):
         super().__init__(model, unet, scheduler, cache, device, dtype)
         self.vae = vae.requires_grad_(False).eval()
