@@ -1,15 +1,19 @@
-"""The one entry the CLI and Python users share: generate an asset, resume a run, re-export a run."""
+"""The one entry the CLI and Python users share: generate an asset, resume, refine or re-export a run."""
 
+import json
 import re
 import time
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 
+from sds3d.atomic import atomic_write
 from sds3d.checkpoint import load_checkpoint
-from sds3d.config import load_config, load_saved_config
+from sds3d.config import load_config, load_refine_config, load_saved_config
 from sds3d.errors import ConfigError
+from sds3d.layout import plan_layout
 from sds3d.objectives import OBJECTIVES
+from sds3d.refine import REFINE_DIR, refine as refine_stage, resume_refine
 from sds3d.train import RunResult, build_scene, pick_device, train
 from sds3d.views import export_meshes
 
@@ -20,15 +24,55 @@ def slugify(prompt: str, max_length: int = 48) -> str:
 
 
 def new_run_dir(cfg, prefix: str = "") -> Path:
-    """``<out_dir>/<prefix><prompt-slug>-<yyyymmdd-hhmmss>``."""
-    return Path(cfg.out_dir).expanduser() / f"{prefix}{slugify(cfg.prompt.text)}-{time.strftime('%Y%m%d-%H%M%S')}"
+    """``<out_dir>/<prefix><prompt-slug>-<yyyymmdd-hhmmss>``, with ``-2``, ``-3``, ... if that folder exists."""
+    base = Path(cfg.out_dir).expanduser() / f"{prefix}{slugify(cfg.prompt.text)}-{time.strftime('%Y%m%d-%H%M%S')}"
+    path, n = base, 2
+    while path.exists():
+        path, n = base.with_name(f"{base.name}-{n}"), n + 1
+    return path
 
 
 def generate(prompt: Optional[str] = None, config: Optional[str] = None, overrides: Sequence[str] = (),
-             run_dir: Optional[Path] = None) -> RunResult:
-    """Prompt (and/or config file, ``key=value`` overrides) -> a finished run folder with mesh.glb."""
+             run_dir: Optional[Path] = None, should_stop: Optional[Callable[[], bool]] = None,
+             layout: Optional[str] = None) -> RunResult:
+    """Prompt (and/or config file, ``key=value`` overrides) -> a finished run folder with mesh.glb, and
+    with ``refine.enabled`` the mesh stage's refine/mesh.glb (its outputs join the result's).
+
+    ``should_stop`` (asked once per step) ends the run early the way Ctrl-C does: checkpoint, then export.
+    ``layout`` (a layout file) picks the semantic config unless ``config`` is given; its global prompt is
+    the prompt unless one is given. With ``layout.planner.url`` and no layout file, the planned layout
+    is saved as <run folder>/layout.json and used from there (a resume reuses it).
+    """
+    if layout is not None:
+        config, overrides = config or "semantic", [*overrides, f"layout.file={layout}"]
     cfg = load_config(config, overrides, prompt, objective_names=list(OBJECTIVES))
-    return train(cfg, Path(run_dir) if run_dir else new_run_dir(cfg))
+    run_dir = Path(run_dir) if run_dir else new_run_dir(cfg)
+    if cfg.layout.planner.url and not cfg.layout.file:
+        planner = cfg.layout.planner
+        planned = plan_layout(cfg.prompt.text, planner.url, planner.model, planner.api_key_env, planner.timeout, cfg.scene.radius)
+        path = run_dir / "layout.json"
+        with atomic_write(path) as tmp:
+            tmp.write_text(json.dumps(planned.to_dict(), indent=2))
+        cfg = load_config(config, [*overrides, f"layout.file={path}"], prompt, objective_names=list(OBJECTIVES))
+    result = train(cfg, run_dir, should_stop=should_stop)
+    if cfg.refine.enabled and not result.interrupted:
+        result.outputs += refine_stage(*load_run(run_dir), run_dir).outputs
+    return result
+
+
+def refine(run_dir: Path, config: Optional[str] = None, overrides: Sequence[str] = (), resume: bool = False) -> RunResult:
+    """The mesh stage of a finished run, into run_dir/refine: the ``refine`` section of ``config`` (a YAML
+    file or shipped name; None keeps the run's own) and ``overrides`` over the run's config. ``resume`` continues run_dir/refine
+    from its checkpoint with its saved config and ``overrides`` (e.g. refine.steps=400 to run longer)."""
+    run_dir = Path(run_dir)
+    refine_dir = run_dir / REFINE_DIR
+    if resume:
+        cfg = load_saved_config(refine_dir / "config.yaml", overrides, objective_names=list(OBJECTIVES))
+        if not (refine_dir / "ckpt" / "last.pt").is_file():
+            raise ConfigError(f"'{refine_dir}' has no checkpoint to resume from", hint=f"start it with `sds3d refine {run_dir}`")
+        return resume_refine(cfg, refine_dir)
+    cfg = load_refine_config(run_dir / "config.yaml", config, overrides, objective_names=list(OBJECTIVES))
+    return refine_stage(cfg, load_scene(cfg, run_dir), run_dir)
 
 
 def resume(run_dir: Path, overrides: Sequence[str] = ()) -> RunResult:
@@ -51,6 +95,11 @@ def load_run(run_dir: Path, overrides: Sequence[str] = ()):
     """A finished (or interrupted) run's config and scene, with the checkpoint's weights, on its device."""
     run_dir = Path(run_dir)
     cfg = load_saved_config(run_dir / "config.yaml", overrides, objective_names=list(OBJECTIVES))
+    return cfg, load_scene(cfg, run_dir)
+
+
+def load_scene(cfg, run_dir: Path):
+    """The NeRF scene of ``cfg`` with the weights of run_dir/ckpt/last.pt, on the config's device."""
     scene = build_scene(cfg)
-    load_checkpoint(run_dir / "ckpt" / "last.pt", scene, restore_rng=False)
-    return cfg, scene.to(pick_device(cfg.device))
+    load_checkpoint(Path(run_dir) / "ckpt" / "last.pt", scene, restore_rng=False)
+    return scene.to(pick_device(cfg.device))

@@ -1,4 +1,4 @@
-"""`sds3d run | image | export | configs`: parses, calls the API, prints errors as a message and a hint."""
+"""`sds3d run | image | batch | refine | export | configs`: parses, calls the API, prints errors as a message and a hint."""
 
 import logging
 import sys
@@ -31,6 +31,8 @@ def run(
     args: Optional[List[str]] = typer.Argument(None, metavar="[PROMPT] [KEY=VALUE]...", show_default=False),
     config: Optional[str] = typer.Option(None, "--config", "-c", help="A YAML file or the name of a shipped config (`sds3d configs`)."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue this run folder from its last checkpoint."),
+    layout: Optional[str] = typer.Option(None, "--layout", "-l", help="A layout file (objects in boxes with their own prompts): "
+                                         "semantic region SDS, with the layout's prompt unless PROMPT is given."),
 ):
     """Optimise a 3D scene for PROMPT and write outputs/<slug>-<time>/mesh.glb.
 
@@ -41,16 +43,19 @@ def run(
       out_dir=my-runs, prompt.negative="blurry".
 
     configs/base.yaml documents every key. With --resume, overrides such as train.steps=20000 extend the run.
+
+    With --layout (e.g. assets/layouts/cube-left-of-sphere.yaml) the run uses configs/semantic.yaml unless
+    --config is given; objective.semantic.base=csd (or nfsd, sjc) picks the per-region objective.
     """
     from sds3d import api
 
     prompt, overrides = split_args(args, "run")
     if resume is not None:
-        if prompt is not None or config:
-            raise Sds3dError("--resume continues a run with its saved config", hint="drop the prompt and --config; key=value overrides are allowed")
+        if prompt is not None or config or layout:
+            raise Sds3dError("--resume continues a run with its saved config", hint="drop the prompt, --config and --layout; key=value overrides are allowed")
         result = api.resume(resume, overrides)
     else:
-        result = api.generate(prompt, config, overrides)
+        result = api.generate(prompt, config, overrides, layout=layout)
     for path in result.outputs:
         typer.echo(f"wrote {path}")
     typer.echo(f"{result.steps} steps, {result.seconds_per_step:.3f} s/step, run folder {result.run_dir}")
@@ -92,16 +97,81 @@ def split_args(args: Optional[List[str]], command: str):
     return (prompts[0] if prompts else None), [a for a in args if is_override(a)]
 
 
+@app.command(context_settings={"allow_extra_args": False})
+def batch(
+    prompts_file: Path = typer.Argument(..., help="A text file, one prompt a line (blank lines and # comments skipped), or a YAML/JSON list of entries."),
+    overrides: Optional[List[str]] = typer.Argument(None, metavar="[KEY=VALUE]...", show_default=False),
+    config: Optional[str] = typer.Option(None, "--config", "-c", help="A YAML file or the name of a shipped config, for every job."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-w", min=1, help="Jobs at once (default: one per GPU; 1 without a GPU)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Run on an existing Ray cluster (auto, HOST:6379, ray://HOST:10001): one GPU per job."),
+    retries: int = typer.Option(2, "--retries", min=0, help="Further attempts for a job that fails, before it is marked failed."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="The batch folder (default: <out_dir>/batch-<file name>)."),
+):
+    """Generate one asset per prompt in PROMPTS_FILE on Ray: local workers, or a cluster with --ray-address.
+
+    Each job runs in <out>/<NNN>-<prompt-slug>/; <out>/index.json records each job's status, run folder,
+    GLB, wall time, attempts and error. Running the same command again skips finished jobs and resumes
+    interrupted ones from their checkpoints. A YAML/JSON entry is a prompt or a mapping:
+
+      - prompt: a red cube
+        seed: 3
+        config: csd
+        overrides: [train.steps=2000]
+
+    Needs the ray extra: pip install -e ".[ray]".
+    """
+    from sds3d.batch.runner import batch_generate
+
+    index = batch_generate(prompts_file, config, overrides or [], workers, ray_address, retries, out)
+    counts = index.counts()
+    typer.echo(f"{counts['done']} done, {counts['failed']} failed of {len(index.records)} jobs; index {index.path}")
+    if counts["failed"]:
+        raise typer.Exit(1)
+
+
+@app.command(context_settings={"allow_extra_args": False})
+def refine(
+    run_dir: Path = typer.Argument(..., help="A finished run folder made by `sds3d run`."),
+    overrides: Optional[List[str]] = typer.Argument(None, metavar="[KEY=VALUE]...", show_default=False),
+    config: Optional[str] = typer.Option(None, "--config", "-c", help="A YAML file or shipped config whose refine: section replaces the run's (default: the run's own, base.yaml's defaults)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue RUN_DIR/refine from its last checkpoint."),
+):
+    """The mesh stage: refine a run's mesh and texture, write RUN_DIR/refine/mesh.glb.
+
+    The run's marching-cubes mesh gets learnable vertex offsets and a hash-grid texture (started from the
+    run's albedo), optimised with the run's objective through a differentiable rasterizer at a higher
+    resolution. Keys: refine.steps, refine.width, refine.height, refine.lr_offsets, refine.lr_texture,
+    refine.lambda_laplacian, refine.lambda_normal_consistency, refine.rasterizer (torch | nvdiffrast),
+    export.* for the textured mesh, for example:
+
+      sds3d refine outputs/a-red-cube-20250101-120000 refine.steps=400 refine.width=128 refine.height=128
+    """
+    from sds3d import api
+
+    if resume and config is not None:
+        raise Sds3dError("--resume continues a refinement with its saved config", hint="drop --config; key=value overrides are allowed")
+    result = api.refine(run_dir, config, overrides or [], resume)
+    for path in result.outputs:
+        typer.echo(f"wrote {path}")
+    typer.echo(f"{result.steps} steps, {result.seconds_per_step:.3f} s/step, folder {result.run_dir}")
+    if result.interrupted:
+        typer.echo(f"interrupted: continue with  sds3d refine {run_dir} --resume")
+        raise typer.Exit(130)
+
+
 @app.command()
 def export(
     run_dir: Path = typer.Argument(..., help="A run folder made by `sds3d run`."),
     format: List[str] = typer.Option(["glb"], "--format", "-f", help="glb, obj or ply; repeat for several."),
     resolution: Optional[int] = typer.Option(None, "--resolution", "-r", help="Marching-cubes grid per side (default: the run's)."),
+    texture: Optional[bool] = typer.Option(None, "--texture/--vertex-colors", help="Bake a texture into glb/obj, or colour the vertices (default: the run's export.texture)."),
+    overrides: Optional[List[str]] = typer.Argument(None, metavar="[KEY=VALUE]...", show_default=False),
 ):
-    """Re-export meshes from a run's checkpoint."""
+    """Re-export meshes from a run's checkpoint; export.* keys (texture_resolution, max_faces, ...) may be overridden."""
     from sds3d import api
 
-    for path in api.export(run_dir, format, resolution):
+    overrides = [*(overrides or []), *([f"export.texture={str(texture).lower()}"] if texture is not None else [])]
+    for path in api.export(run_dir, format, resolution, overrides):
         typer.echo(f"wrote {path}")
 
 
@@ -118,6 +188,22 @@ def configs():
     typer.echo("objectives (objective.name=NAME):")
     for name in OBJECTIVES:
         typer.echo(f"  {name:<20} {describe(name)}")
+
+
+@app.command("app")
+def web_app(
+    port: int = typer.Option(7860, "--port", "-p", help="Port to serve on."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0 exposes it to the network)."),
+    outputs: Path = typer.Option(Path("outputs"), "--outputs", "-o", help="Runs go here; the gallery shows every run in it."),
+    configs: Optional[List[Path]] = typer.Option(None, "--configs", "-c", help="Extra YAML configs (files or folders) to offer; repeat for several."),
+):
+    """A local web page: prompt, config, objective and knobs, live progress, a 3D view of the result, past runs.
+
+    Needs gradio, from the app extra: pip install -e '.\\[app]'. Nothing leaves the machine: gradio's telemetry is off.
+    """
+    from sds3d.app.server import serve
+
+    serve(host, port, outputs, configs or [])
 
 
 prior_app = typer.Typer(no_args_is_help=True, help="Train and check the bundled offline prior (assets/prior).")
@@ -170,9 +256,10 @@ app.add_typer(bench_app, name="bench")
 def bench_quality(
     overrides: Optional[List[str]] = typer.Argument(None, metavar="[KEY=VALUE]...", show_default=False),
     method: Optional[List[str]] = typer.Option(None, "--method", "-m", help="A method config (name or YAML); repeat for several (default: all shipped methods on the bundled prior)."),
-    prompt_set: Optional[List[str]] = typer.Option(None, "--set", help="single, pair, held-out (default: all)."),
+    prompt_set: Optional[List[str]] = typer.Option(None, "--set", help="single, pair, held-out, compositional (default: all)."),
     prompt: Optional[List[str]] = typer.Option(None, "--prompt", "-p", help="World captions to run instead of the sets; repeat for several."),
     out: Path = typer.Option(Path("bench-quality"), help="Run folders, quality.json and quality.png go here."),
+    refine: bool = typer.Option(False, "--refine", help="Also run the mesh stage on each run; score its renders against the ground truth and the NeRF (PSNR, IoU)."),
 ):
     """Run the world prompt set through each method; print IoU, colour error, steps and time."""
     from sds3d.bench.quality import METHODS, PROMPTS, format_table, run_quality
@@ -183,9 +270,33 @@ def bench_quality(
         raise Sds3dError(f"unknown prompt set: {', '.join(unknown)}", hint=f"sets: {', '.join(PROMPTS)}")
     for name in method or []:
         resolve_config_path(name)  # a missing config fails before any run starts
-    rows = run_quality(method or list(METHODS), overrides or [], out, prompt_set or list(PROMPTS), prompt or [])
+    rows = run_quality(method or list(METHODS), overrides or [], out, prompt_set or list(PROMPTS), prompt or [], refine)
     typer.echo(format_table(rows))
     typer.echo(f"wrote {out / 'quality.json'} and {out / 'quality.png'}")
+
+
+@bench_app.command("speed")
+def bench_speed(
+    overrides: Optional[List[str]] = typer.Argument(None, metavar="[KEY=VALUE]...", show_default=False),
+    config: Optional[str] = typer.Option(None, "--config", "-c", help="A YAML file or the name of a shipped config (default: base)."),
+    random_weights: bool = typer.Option(False, "--random-weights", help="Build the guide from its architecture config with random weights (no download; prompts as random embeddings)."),
+    steps: int = typer.Option(10, min=1, help="Steps timed (twice: once plain for steps/s, once part by part)."),
+    warmup: int = typer.Option(3, min=0, help="Untimed steps first."),
+    start_step: int = typer.Option(0, min=0, help="Global step of the first warm-up step (schedules such as shading follow it)."),
+    encodings: bool = typer.Option(True, help="Also time the hash-grid encoding backends on the same points."),
+    encoding_points: int = typer.Option(2**18, min=1, help="Points for the encoding table."),
+    encoding_levels: int = typer.Option(16, min=1, help="Levels for the encoding table."),
+    encoding_repeats: int = typer.Option(3, min=1, help="Timed repeats per encoding backend (the median is reported)."),
+    out: Path = typer.Option(Path("bench-speed.json"), help="Where the measurements go as JSON."),
+):
+    """Time the train step part by part, its guide-bound floor, steps/s, peak memory and the encoding backends."""
+    from sds3d.bench.speed import bench_speed as run_bench, encoding_rows, format_report, write_report
+
+    result = run_bench(config, overrides or [], steps, warmup, start_step, random_weights)
+    if encodings:
+        result["encodings"] = encoding_rows(encoding_points, encoding_levels, result["device"], encoding_repeats)
+    typer.echo(format_report(result))
+    typer.echo(f"wrote {write_report(result, out)}")
 
 
 def main():

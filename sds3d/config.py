@@ -73,6 +73,8 @@ class GuideConfig:
     model: str = MISSING
     dtype: str = MISSING
     channels_last: bool = MISSING
+    compile: bool = MISSING
+    tiny_vae: str = MISSING
     cache_dir: str = MISSING
 
 
@@ -114,6 +116,13 @@ class BSDConfig:
 
 
 @dataclass
+class SemanticConfig:
+    base: str = MISSING
+    global_weight: Schedulable = MISSING
+    dilation: int = MISSING
+
+
+@dataclass
 class ObjectiveConfig:
     name: str = MISSING
     guidance_scale: Schedulable = MISSING
@@ -131,6 +140,22 @@ class ObjectiveConfig:
     vsd: VSDConfig = field(default_factory=VSDConfig)
     ism: ISMConfig = field(default_factory=ISMConfig)
     bsd: BSDConfig = field(default_factory=BSDConfig)
+    semantic: SemanticConfig = field(default_factory=SemanticConfig)
+
+
+@dataclass
+class PlannerConfig:
+    url: str = MISSING
+    model: str = MISSING
+    api_key_env: str = MISSING
+    timeout: float = MISSING
+
+
+@dataclass
+class LayoutConfig:
+    file: str = MISSING
+    object_views: bool = MISSING
+    planner: PlannerConfig = field(default_factory=PlannerConfig)
 
 
 @dataclass
@@ -175,6 +200,8 @@ class RenderConfig:
     samples: int = MISSING
     importance_samples: int = MISSING
     chunk: int = MISSING
+    occupancy_grid: bool = MISSING
+    latent_warmup_steps: int = MISSING
     ambient_only_steps: int = MISSING
     textureless_prob: float = MISSING
     diffuse_prob: float = MISSING
@@ -221,9 +248,27 @@ class ExportConfig:
     resolution: int = MISSING
     threshold: Optional[float] = MISSING
     min_component_fraction: float = MISSING
+    max_faces: int = MISSING
+    texture: bool = MISSING
+    texture_resolution: int = MISSING
+    texture_padding: int = MISSING
     video_frames: int = MISSING
     video_fps: int = MISSING
     video_resolution: int = MISSING
+
+
+@dataclass
+class RefineConfig:
+    enabled: bool = MISSING
+    steps: int = MISSING
+    width: int = MISSING
+    height: int = MISSING
+    rasterizer: str = MISSING
+    mesh_resolution: int = MISSING
+    lr_offsets: float = MISSING
+    lr_texture: float = MISSING
+    lambda_laplacian: Schedulable = MISSING
+    lambda_normal_consistency: Schedulable = MISSING
 
 
 @dataclass
@@ -238,6 +283,7 @@ class ImageConfig:
 @dataclass
 class RunConfig:
     prompt: PromptConfig = field(default_factory=PromptConfig)
+    layout: LayoutConfig = field(default_factory=LayoutConfig)
     seed: int = MISSING
     device: str = MISSING
     out_dir: str = MISSING
@@ -248,6 +294,7 @@ class RunConfig:
     cameras: CameraConfig = field(default_factory=CameraConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    refine: RefineConfig = field(default_factory=RefineConfig)
     image: ImageConfig = field(default_factory=ImageConfig)
 
 
@@ -260,9 +307,10 @@ CHOICES = {
     "objective.t_schedule": ("random", "sqrt_anneal", "dreamtime"),
     "scene.density_bias": ("blob", "none"),
     "scene.normals": ("analytic", "finite_difference"),
-    "scene.encoding.backend": ("auto", "torch"),
+    "scene.encoding.backend": ("auto", "cuda", "torch", "tcnn"),
     "render.background.kind": ("solid", "environment"),
     "image.space": ("auto", "image", "latent"),
+    "refine.rasterizer": ("torch", "nvdiffrast"),
 }
 EXPORT_FORMATS = ("glb", "obj", "ply")
 
@@ -364,6 +412,8 @@ def _build(layers: list, overrides: Sequence[str], objective_names: Sequence[str
         cfg = OmegaConf.merge(OmegaConf.structured(RunConfig), *layers, OmegaConf.from_dotlist(list(overrides)))
     except OmegaConfBaseException as exc:
         raise _explain(exc) from exc
+    if OmegaConf.is_missing(cfg.prompt, "text") and cfg.layout.file:
+        cfg.prompt.text = layout_prompt(cfg.layout.file)
     validate(cfg, objective_names)
     OmegaConf.set_readonly(cfg, True)
     return cfg
@@ -387,6 +437,11 @@ def validate(cfg: DictConfig, objective_names: Sequence[str] = ()) -> None:
     for fmt in cfg.export.formats:
         if fmt not in EXPORT_FORMATS:
             raise ConfigError(f"export.formats: unknown format '{fmt}'", hint=f"choose from: {', '.join(EXPORT_FORMATS)}")
+    if not 8 <= cfg.export.texture_resolution <= 8192:
+        raise ConfigError(f"export.texture_resolution must lie in [8, 8192], got {cfg.export.texture_resolution}", hint="e.g. 1024")
+    for key in ("export.texture_padding", "export.max_faces"):
+        if OmegaConf.select(cfg, key) < 0:
+            raise ConfigError(f"{key} must be 0 or more, got {OmegaConf.select(cfg, key)}", hint="0 turns it off")
     for key in _SCHEDULE_KEYS:
         check_schedule(key, OmegaConf.select(cfg, key))
     for key in ("cameras.elevation_range", "cameras.azimuth_range", "cameras.distance_range", "cameras.fovy_range"):
@@ -398,10 +453,12 @@ def validate(cfg: DictConfig, objective_names: Sequence[str] = ()) -> None:
             raise ConfigError(f"{key}: lower bound {low} is above upper bound {high}", hint=f"give {key}=[low,high] with low <= high")
     positive = ("train.steps", "render.width", "render.height", "render.samples", "cameras.batch_size", "export.resolution",
                 "image.steps", "image.frames", "objective.ism.inversion_stride", "objective.ism.inversion_steps",
-                "objective.vsd.lora_rank")
+                "objective.vsd.lora_rank", "refine.steps", "refine.width", "refine.height", "refine.mesh_resolution")
     for key in positive:
         if OmegaConf.select(cfg, key) <= 0:
             raise ConfigError(f"{key} must be positive, got {OmegaConf.select(cfg, key)}")
+    if cfg.render.latent_warmup_steps < 0:
+        raise ConfigError(f"render.latent_warmup_steps must be 0 or more, got {cfg.render.latent_warmup_steps}")
     for key in ("objective.nfsd.switch", "objective.vsd.camera_dropout"):
         if not 0.0 <= OmegaConf.select(cfg, key) <= 1.0:
             raise ConfigError(f"{key} must lie in [0, 1], got {OmegaConf.select(cfg, key)}")
@@ -411,6 +468,28 @@ def validate(cfg: DictConfig, objective_names: Sequence[str] = ()) -> None:
             raise ConfigError(f"{key}: expected {length} numbers, got {list(OmegaConf.select(cfg, key))}")
     if cfg.prompt.perp_neg.enabled and not cfg.prompt.view_dependent:
         raise ConfigError("prompt.perp_neg.enabled needs view-dependent prompts", hint="set prompt.view_dependent=true")
+    validate_layout_keys(cfg)
+
+
+def validate_layout_keys(cfg: DictConfig) -> None:
+    if cfg.layout.file and not Path(cfg.layout.file).expanduser().is_file():
+        raise ConfigError(f"layout.file: '{cfg.layout.file}' does not exist", hint="give a YAML or JSON layout, e.g. assets/layouts/cube-left-of-sphere.yaml")
+    if cfg.objective.name == "semantic" and cfg.prompt.perp_neg.enabled:
+        raise ConfigError("objective 'semantic' does not combine with Perp-Neg (its negatives belong to the global prompt's views)",
+                          hint="prompt.perp_neg.enabled=false")
+    if cfg.objective.semantic.dilation < 1 or cfg.objective.semantic.dilation % 2 == 0:
+        raise ConfigError(f"objective.semantic.dilation must be a positive odd window, got {cfg.objective.semantic.dilation}", hint="e.g. 5 (the authors')")
+
+
+def layout_prompt(path: str) -> str:
+    """The global prompt of a layout file (the whole layout is checked when the run loads it)."""
+    try:
+        prompt = OmegaConf.load(Path(path).expanduser()).get("prompt")
+    except (OSError, ValueError, OmegaConfBaseException) as exc:
+        raise ConfigError(f"cannot read layout '{path}': {str(exc).splitlines()[0]}", hint="give a YAML or JSON layout file") from exc
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ConfigError(f"layout '{path}' has no global prompt", hint="add a top-level 'prompt: ...' to the layout")
+    return prompt
 
 
 def check_schedule(key: str, value) -> None:
@@ -436,8 +515,22 @@ def save_config(cfg: DictConfig, path: Path) -> None:
         OmegaConf.save(cfg, tmp, resolve=True)
 
 
+def load_refine_config(run_config: Path, config: Optional[str], overrides: Sequence[str] = (),
+                       objective_names: Sequence[str] = ()) -> DictConfig:
+    """A NeRF run's saved config with the ``refine`` section of ``config`` (a YAML file or shipped name;
+    None keeps the run's own) over it, then ``overrides``: the mesh stage keeps the run's prompt, guide
+    and objective."""
+    if not run_config.is_file():
+        raise ConfigError(f"'{run_config}' does not exist", hint="give a run folder made by `sds3d run`")
+    layers = [_read_yaml(CONFIGS_DIR / "base.yaml"), OmegaConf.load(run_config)]
+    if config is not None:
+        layers.append({"refine": _read_yaml(resolve_config_path(config)).get("refine", {})})
+    return _build(layers, overrides, objective_names)
+
+
 def load_saved_config(path: Path, overrides: Sequence[str] = (), objective_names: Sequence[str] = ()) -> DictConfig:
     """The resolved config a run saved, with optional overrides (e.g. ``train.steps`` to run longer)."""
     if not path.is_file():
         raise ConfigError(f"'{path}' does not exist", hint="give a run folder made by `sds3d run`")
-    return _build([OmegaConf.load(path)], overrides, objective_names)
+    # Under base.yaml, so that keys added since the run was made take their defaults.
+    return _build([_read_yaml(CONFIGS_DIR / "base.yaml"), OmegaConf.load(path)], overrides, objective_names)

@@ -4,23 +4,27 @@ import json
 import logging
 import resource
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List
+from typing import Callable, Dict, List, Optional
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from omegaconf import DictConfig
 from tqdm import tqdm
 
 from sds3d.cameras import sample_cameras
 from sds3d.checkpoint import load_checkpoint, save_checkpoint
 from sds3d.config import save_config, schedule
-from sds3d.errors import NonFiniteError
+from sds3d.errors import ConfigError, NonFiniteError
 from sds3d.guides.prompts import PromptSet
 from sds3d.guides import load_guide
+from sds3d.layout import load_layout
 from sds3d.objectives import build_objective
 from sds3d.render.background import Background
+from sds3d.render.latent import LatentHead
 from sds3d.render.shading import pick_shading
 from sds3d.render.volume import VolumeRenderer
 from sds3d.scene.nerf import NeRFField
@@ -44,17 +48,17 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build_scene(cfg) -> nn.ModuleDict:
-    return nn.ModuleDict({"field": NeRFField(cfg.scene), "background": Background(cfg.render.background)})
+def build_scene(cfg, layout=None) -> nn.ModuleDict:
+    """With a ``layout``, the field carries its region codes (for the semantic map)."""
+    field_ = NeRFField(cfg.scene, layout.region_codes if layout is not None else None)
+    scene = nn.ModuleDict({"field": field_, "background": Background(cfg.render.background)})
+    if cfg.render.latent_warmup_steps > 0:
+        scene["latent_head"] = LatentHead()
+    return scene
 
 
-def build_optimizer(scene: nn.ModuleDict, objective: nn.Module, cfg) -> torch.optim.Optimizer:
-    groups = [
-        {"params": scene["field"].encoding.parameters(), "lr": cfg.train.lr_encoding},
-        {"params": scene["field"].network.parameters(), "lr": cfg.train.lr_network},
-        {"params": scene["background"].parameters(), "lr": cfg.train.lr_background},
-        {"params": objective.parameters(), "lr": objective.lr},
-    ]
+def build_optimizer(scene_groups: List[dict], objective: nn.Module, cfg) -> torch.optim.Optimizer:
+    groups = [*scene_groups, {"params": objective.parameters(), "lr": objective.lr}]
     groups = [g | {"params": list(g["params"])} for g in groups]
     return torch.optim.Adam([g for g in groups if g["params"]], betas=tuple(cfg.train.betas), eps=cfg.train.eps)
 
@@ -73,66 +77,160 @@ def regularisers(out, step: int, cfg) -> Dict[str, torch.Tensor]:
     return terms
 
 
+@dataclass
+class Stage:
+    """What a stage optimises and how it renders, regularises and exports; the loop below serves every
+    stage (``nerf_stage`` here, the mesh stage in ``sds3d.refine``)."""
+
+    scene: nn.ModuleDict  # {"field": the field or surface the renderer draws, "background": Background}
+    renderer: object  # render(field, background, cameras, shading, with_normals, background_color) -> RenderOutput
+    param_groups: List[dict]  # Adam groups of the scene's parameters
+    regularisers: Callable  # (out: RenderOutput, step) -> {name: weighted loss}
+    export: Callable  # (run_dir) -> the mesh paths written
+
+
+def nerf_stage(cfg, layout=None) -> Stage:
+    scene = build_scene(cfg, layout)
+    groups = [
+        {"params": scene["field"].encoding.parameters(), "lr": cfg.train.lr_encoding},
+        {"params": scene["field"].network.parameters(), "lr": cfg.train.lr_network},
+        {"params": scene["background"].parameters(), "lr": cfg.train.lr_background},
+        {"params": scene["latent_head"].parameters() if "latent_head" in scene else [], "lr": cfg.train.lr_network},
+    ]
+    return Stage(scene, VolumeRenderer(cfg.render, cfg.scene.radius, cfg.render.occupancy_grid), groups, lambda out, step: regularisers(out, step, cfg),
+                 lambda run_dir: export_meshes(scene, cfg, run_dir, cfg.export.formats, cfg.export.resolution))
+
+
 def memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def train(cfg, run_dir: Path, resume: bool = False) -> RunResult:
+@dataclass
+class Session:
+    """Everything one optimisation step touches, built once per run by ``build_session``."""
+
+    cfg: DictConfig
+    device: torch.device
+    guide: object
+    prompts: PromptSet
+    scene: nn.ModuleDict
+    objective: nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    renderer: object
+    regularisers: Callable
+    export: Callable
+
+
+@dataclass
+class StepOutput:
+    loss: torch.Tensor
+    losses: Dict[str, torch.Tensor]  # the weighted terms that sum to ``loss``
+    stats: Dict[str, float]  # the objective's
+    grad_norm: torch.Tensor
+    shading: str
+
+
+def untimed(part: str):
+    return nullcontext()
+
+
+def build_session(cfg, guide=None, build_stage: Callable[..., Stage] = nerf_stage) -> Session:
+    """The guide (loaded from ``cfg.guide`` unless given), prompts, seeded stage (``build_stage(cfg, layout)``),
+    objective and optimiser."""
     device = pick_device(cfg.device)
-    guide = load_guide(cfg.guide, device)
-    prompts = PromptSet(guide, cfg.prompt)
+    layout = load_layout(cfg.layout.file, cfg.scene.radius) if cfg.layout.file else None
+    if cfg.objective.name == "semantic" and layout is None:
+        raise ConfigError("objective 'semantic' needs a layout",
+                          hint="sds3d run --layout assets/layouts/cube-left-of-sphere.yaml (or layout.file=..., or layout.planner.url=...)")
+    guide = guide if guide is not None else load_guide(cfg.guide, device)
+    if cfg.render.latent_warmup_steps > 0 and not guide.latent:
+        raise ConfigError(f"render.latent_warmup_steps renders latents, but the guide '{cfg.guide.model}' works on pixels",
+                          hint="render.latent_warmup_steps=0, or a latent model (Stable Diffusion) as guide.model")
+    prompts = PromptSet(guide, cfg.prompt, layout, cfg.layout.object_views)
+    torch.manual_seed(cfg.seed)
+    stage = build_stage(cfg, layout)
+    scene = stage.scene.to(device)
+    objective = build_objective(cfg.objective, guide, cfg.train.steps).to(device)
+    optimizer = build_optimizer(stage.param_groups, objective, cfg)
+    scaler = torch.amp.GradScaler("cuda", enabled=cfg.train.amp and device.type == "cuda")
+    return Session(cfg, device, guide, prompts, scene, objective, optimizer, scaler, stage.renderer, stage.regularisers, stage.export)
+
+
+def train_step(s: Session, step: int, timer=untimed) -> StepOutput:
+    """One step: cameras -> render -> guide input -> objective -> backward -> optimiser.
+
+    ``timer(part)`` is a context manager around each part ("render", "encode", "objective",
+    "backward", "optimiser"); `sds3d bench speed` passes one that times them.
+    """
+    cfg, field_ = s.cfg, s.scene["field"]
+    field_.update_step(step)
+    with timer("render"):
+        cameras = sample_cameras(cfg.cameras, cfg.render.width, cfg.render.height).to(s.device)
+        shading = pick_shading(step, cfg.render)
+        random_bg = torch.rand(()).item() < cfg.render.background.random_color_prob
+        bg_color = torch.rand(len(cameras), 3) if random_bg else None
+        out = s.renderer.render(field_, s.scene["background"], cameras, shading, schedule(cfg.train.lambda_orient, step) > 0, bg_color)
+    with timer("encode"):
+        rgb = out.rgb.permute(0, 3, 1, 2)
+        if step < cfg.render.latent_warmup_steps:
+            x = s.scene["latent_head"](rgb, s.guide.latent_resolution)
+        else:
+            x = s.guide.encode(rgb)
+    with timer("objective"):
+        result = s.objective(s.guide, x, s.prompts.conditions(cameras, out.semantic), step)
+        losses = {"objective": schedule(cfg.objective.weight, step) * result.loss, **result.aux, **s.regularisers(out, step)}
+        loss = sum(losses.values())
+    hint = "the run stops here; its last good checkpoint is kept in <run folder>/ckpt/last.pt"
+    if not torch.isfinite(loss):
+        raise NonFiniteError(f"loss is {loss.item()} at step {step}", hint=hint)
+    with timer("backward"):
+        s.optimizer.zero_grad(set_to_none=True)
+        s.scaler.scale(loss).backward()
+    with timer("optimiser"):
+        s.scaler.unscale_(s.optimizer)
+        grad_norm = nn.utils.clip_grad_norm_([p for g in s.optimizer.param_groups for p in g["params"]], float("inf"))
+        if not torch.isfinite(grad_norm) and not s.scaler.is_enabled():
+            raise NonFiniteError(f"gradient norm is {grad_norm.item()} at step {step}", hint=hint)
+        s.scaler.step(s.optimizer)
+        s.scaler.update()
+    return StepOutput(loss, losses, result.stats, grad_norm, shading)
+
+
+def train(cfg, run_dir: Path, resume: bool = False, should_stop: Optional[Callable[[], bool]] = None,
+          build_stage: Callable[..., Stage] = nerf_stage) -> RunResult:
+    """``should_stop`` is asked before each step; True ends the run like Ctrl-C (checkpoint, then export).
+    ``build_stage(cfg, layout)`` picks the stage: the NeRF by default."""
+    s = build_session(cfg, build_stage=build_stage)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
-    torch.manual_seed(cfg.seed)
-    scene = build_scene(cfg).to(device)
-    objective = build_objective(cfg.objective, guide, cfg.train.steps).to(device)
-    optimizer = build_optimizer(scene, objective, cfg)
-    use_amp = cfg.train.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     ckpt_path = run_dir / "ckpt" / "last.pt"
-    start = load_checkpoint(ckpt_path, scene, optimizer, objective, scaler) if resume else 0
-    renderer = VolumeRenderer(cfg.render, cfg.scene.radius)
-    field_, background = scene["field"], scene["background"]
+    start = load_checkpoint(ckpt_path, s.scene, s.optimizer, s.objective, s.scaler) if resume else 0
+    scene, renderer = s.scene, s.renderer
     metrics = (run_dir / "metrics.jsonl").open("a")
     step, began, interrupted = start, time.perf_counter(), False
     bar = tqdm(total=cfg.train.steps, initial=start, desc="sds3d", unit="step", dynamic_ncols=True)
     try:
         for step in range(start, cfg.train.steps):
-            field_.update_step(step)
-            cameras = sample_cameras(cfg.cameras, cfg.render.width, cfg.render.height).to(device)
-            shading = pick_shading(step, cfg.render)
-            random_bg = torch.rand(()).item() < cfg.render.background.random_color_prob
-            bg_color = torch.rand(len(cameras), 3) if random_bg else None
-            out = renderer.render(field_, background, cameras, shading, schedule(cfg.train.lambda_orient, step) > 0, bg_color)
-            x = guide.encode(out.rgb.permute(0, 3, 1, 2))
-            result = objective(guide, x, prompts.conditions(cameras), step)
-            losses = {"objective": schedule(cfg.objective.weight, step) * result.loss, **result.aux, **regularisers(out, step, cfg)}
-            loss = sum(losses.values())
-            if not torch.isfinite(loss):
-                raise NonFiniteError(f"loss is {loss.item()} at step {step}", hint=f"the last good checkpoint is kept in {ckpt_path}")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            grad_norm = nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], float("inf"))
-            if not torch.isfinite(grad_norm) and not use_amp:
-                raise NonFiniteError(f"gradient norm is {grad_norm.item()} at step {step}", hint=f"the last good checkpoint is kept in {ckpt_path}")
-            scaler.step(optimizer)
-            scaler.update()
+            if should_stop is not None and should_stop():
+                raise KeyboardInterrupt
+            out = train_step(s, step)
             done = step + 1
             bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.4g}", t=f"{result.stats.get('t', 0):.0f}")
+            bar.set_postfix(loss=f"{out.loss.item():.4g}", t=f"{out.stats.get('t', 0):.0f}")
             if done % cfg.train.log_every == 0 or done == cfg.train.steps:
-                record = {"step": done, "loss": loss.item(), **{f"loss/{k}": v.item() for k, v in losses.items()},
-                          **{f"objective/{k}": v for k, v in result.stats.items()}, "grad_norm": grad_norm.item(),
-                          "shading": shading, "steps_per_s": (done - start) / (time.perf_counter() - began),
-                          "memory_mb": memory_mb(device)}
+                record = {"step": done, "loss": out.loss.item(), **{f"loss/{k}": v.item() for k, v in out.losses.items()},
+                          **{f"objective/{k}": v for k, v in out.stats.items()}, "grad_norm": out.grad_norm.item(),
+                          "shading": out.shading, "steps_per_s": (done - start) / (time.perf_counter() - began),
+                          "memory_mb": memory_mb(s.device)}
                 metrics.write(json.dumps(record) + "\n")
                 metrics.flush()
-            if cfg.train.ckpt_every and done % cfg.train.ckpt_every == 0:
-                save_checkpoint(ckpt_path, done, scene, optimizer, objective, scaler)
-            if cfg.train.val_every and done % cfg.train.val_every == 0:
+            last = done == cfg.train.steps  # the last step's checkpoint and validation are written after the loop
+            if cfg.train.ckpt_every and done % cfg.train.ckpt_every == 0 and not last:
+                save_checkpoint(ckpt_path, done, scene, s.optimizer, s.objective, s.scaler)
+            if cfg.train.val_every and done % cfg.train.val_every == 0 and not last:
                 save_validation(renderer, scene, cfg, run_dir, done)
             step = done
     except KeyboardInterrupt:
@@ -142,9 +240,9 @@ def train(cfg, run_dir: Path, resume: bool = False) -> RunResult:
         bar.close()
         metrics.close()
     elapsed = time.perf_counter() - began
-    save_checkpoint(ckpt_path, step, scene, optimizer, objective, scaler)
+    save_checkpoint(ckpt_path, step, scene, s.optimizer, s.objective, s.scaler)
     save_validation(renderer, scene, cfg, run_dir, step)
-    outputs = export_meshes(scene, cfg, run_dir, cfg.export.formats, cfg.export.resolution)
+    outputs = s.export(run_dir)
     if cfg.export.video_frames > 0:
         outputs.append(save_turntable(renderer, scene, cfg, run_dir / "video.mp4"))
     return RunResult(run_dir, step, elapsed / max(step - start, 1) if step > start else 0.0, outputs, interrupted)

@@ -7,7 +7,8 @@ import numpy as np
 import torch
 
 from sds3d.cameras import orbit_cameras
-from sds3d.export import extract_mesh, write_image, write_mesh, write_video
+from sds3d.export import (TEXTURED_FORMATS, bake_texture, decimate, extract_mesh, write_image, write_mesh,
+                          write_textured, write_video)
 
 # Scene frame (z up, front +x) -> glTF frame (y up, front +z), a proper rotation.
 _TO_GLTF = np.array([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])
@@ -44,11 +45,17 @@ def save_turntable(renderer, scene, cfg, path: Path) -> Path:
 
 
 def export_meshes(scene, cfg, run_dir: Path, formats: Sequence[str], resolution: int) -> List[Path]:
-    """Marching cubes of the density, vertex colours from the albedo, rotated to glTF axes."""
+    """Marching cubes of the density, written by ``write_asset`` with the field's albedo."""
     field = scene["field"]
     device = next(field.parameters()).device
+    return write_asset(nerf_surface(field, cfg, resolution), lambda points: field(points.to(device))[1], cfg, run_dir, formats)
+
+
+def nerf_surface(field, cfg, resolution: int):
+    """The NeRF field's surface by marching cubes, in the scene frame, with vertex colours from its albedo."""
+    device = next(field.parameters()).device
     with torch.no_grad():
-        mesh = extract_mesh(
+        return extract_mesh(
             field.density,
             lambda points: field(points)[1],
             radius=cfg.scene.radius,
@@ -58,5 +65,32 @@ def export_meshes(scene, cfg, run_dir: Path, formats: Sequence[str], resolution:
             min_component_fraction=cfg.export.min_component_fraction,
             device=device,
         )
-    mesh.vertices = mesh.vertices @ _TO_GLTF.T
-    return [write_mesh(mesh, run_dir / f"mesh.{fmt}", fmt) for fmt in formats]
+
+
+def write_asset(mesh, albedo_fn, cfg, run_dir: Path, formats: Sequence[str]) -> List[Path]:
+    """A scene-frame mesh, rotated to glTF axes and decimated to ``export.max_faces``, as mesh.<format>.
+
+    ``albedo_fn`` maps scene points [N, 3] to albedo [N, 3]. With ``export.texture`` it is baked into a
+    texture for glb and obj; otherwise, and for ply, it colours the vertices. Returns the written mesh
+    paths in the order of ``formats``.
+    """
+    to_scene = torch.from_numpy(_TO_GLTF).float()
+
+    def albedo(points_gltf: torch.Tensor) -> torch.Tensor:
+        return albedo_fn(points_gltf @ to_scene)  # p_gltf = R p_scene, so p_scene = p_gltf R (rows)
+
+    with torch.no_grad():
+        mesh = mesh.copy()
+        mesh.vertices = mesh.vertices @ _TO_GLTF.T
+        mesh = decimate(mesh, cfg.export.max_faces)
+        rgb = torch.cat([albedo(p) for p in torch.from_numpy(mesh.vertices).float().split(65536)]).clamp(0, 1).cpu().numpy()
+        mesh.visual.vertex_colors = np.round(rgb * 255).astype(np.uint8)
+    written = {}
+    textured = [fmt for fmt in formats if cfg.export.texture and fmt in TEXTURED_FORMATS]
+    if textured:
+        unwrapped, texture = bake_texture(mesh, albedo, cfg.export.texture_resolution, cfg.export.texture_padding)
+        written.update(zip(textured, write_textured(unwrapped, texture, run_dir, "mesh", textured)))
+    for fmt in formats:
+        if fmt not in written:
+            written[fmt] = write_mesh(mesh, run_dir / f"mesh.{fmt}", fmt)
+    return [written[fmt] for fmt in formats]

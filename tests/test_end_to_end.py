@@ -20,12 +20,14 @@ def run_tiny(tiny_sd_dir, run_dir, *overrides):
     return api.generate("a hamburger", TINY, [f"guide.model={tiny_sd_dir}", *overrides], run_dir=run_dir)
 
 
-def test_run_writes_glb_with_faces_and_colours(tiny_sd_dir, tmp_path):
+def test_run_writes_glb_with_faces_and_texture(tiny_sd_dir, tmp_path):
     result = run_tiny(tiny_sd_dir, tmp_path / "run")
     mesh = trimesh.load(result.run_dir / "mesh.glb", force="mesh")
-    assert len(mesh.faces) > 0
-    colours = mesh.visual.vertex_colors
-    assert colours.shape == (len(mesh.vertices), 4)
+    assert len(mesh.faces) > 0 and isinstance(mesh.visual, trimesh.visual.TextureVisuals)
+    assert mesh.visual.uv.shape == (len(mesh.vertices), 2) and mesh.visual.material.baseColorTexture is not None
+    (plain,) = api.export(result.run_dir, ["glb"], overrides=["export.texture=false"])
+    coloured = trimesh.load(plain, force="mesh")
+    assert coloured.visual.vertex_colors.shape == (len(coloured.vertices), 4)
     assert result.steps == 20
 
 

@@ -1,8 +1,12 @@
 """`sds3d bench quality`: each method config on a fixed world prompt set, scored against ground truth.
 
 Per run: silhouette IoU over four eval views at the best turn about the vertical axis, colour error
-inside each object (albedo renders against the world's albedo), steps and wall time. Writes
-``quality.json`` and ``quality.png`` (for each run, its renders above the ground truth).
+inside each object (albedo renders against the world's albedo), steps and wall time; for scenes of two
+objects, each object's IoU and colour error inside its own ground-truth region. A method whose objective
+is ``semantic`` gets the layout of the caption's true scene (``world_layout``). With ``refine``, each run
+also goes through the mesh stage (``sds3d refine``), whose renders are scored against the ground truth
+and against the NeRF's (PSNR and silhouette IoU). Writes ``quality.json`` and ``quality.png`` (for each
+run, its renders, then the refined mesh's, above the ground truth).
 """
 
 import json
@@ -15,24 +19,47 @@ import torch
 
 from sds3d import api
 from sds3d.cameras import orbit_cameras
+from sds3d.atomic import atomic_write
+from sds3d.config import load_config, load_saved_config
 from sds3d.export import write_image
+from sds3d.refine import REFINE_DIR, load_refined
 from sds3d.render.volume import VolumeRenderer
 from sds3d.views import render_view
-from sds3d.world.metrics import best_rotation_iou, ground_truth, per_object_scores
-from sds3d.world.scenes import parse_caption
+from sds3d.world.metrics import best_rotation_iou, ground_truth, per_object_scores, silhouette_iou
+from sds3d.world.scenes import Scene, parse_caption
 
 PROMPTS: Dict[str, List[str]] = {
     "single": ["a red cube", "a blue sphere", "a yellow cone"],
     "pair": ["a red cube to the left of a blue sphere", "a yellow cylinder on top of a purple cube"],
     "held-out": ["a green cone", "a blue torus"],
+    # Colour binding: the same two shapes with their colours swapped, and a stacked pair.
+    "compositional": ["a red cube to the left of a blue sphere", "a blue cube to the left of a red sphere",
+                      "a yellow cylinder on top of a purple cube"],
 }
 # The shipped method configs that run on the bundled prior (base is SDS); dreamfusion-sd needs SD on a GPU.
-METHODS = ("base", "sjc", "prolificdreamer", "csd", "nfsd", "ism", "bsd")
+METHODS = ("base", "sjc", "prolificdreamer", "csd", "nfsd", "ism", "bsd", "semantic")
 RESOLUTION = 64
+BOX_SCALE = 1.2  # layout box half side / object half extent: a margin, yet a pair's boxes stay apart
 
 
-def scene_render_fn(cfg, scene):
-    renderer = VolumeRenderer(cfg.render, cfg.scene.radius)
+def world_layout(scene: Scene) -> dict:
+    """The layout of a world scene: one box per object around it, prompted by its phrase."""
+    return {"prompt": scene.caption, "objects": [
+        {"prompt": obj.phrase, "center": list(obj.center), "size": [2 * BOX_SCALE * obj.size] * 3} for obj in scene.objects]}
+
+
+def method_overrides(method: str, prompt: str, overrides: Sequence[str], out_dir: Path) -> List[str]:
+    """``overrides``, plus the true scene's layout for a semantic method."""
+    if load_config(method, overrides, prompt).objective.name != "semantic":
+        return list(overrides)
+    path = out_dir / "layouts" / f"{prompt.replace(' ', '-')}.json"
+    with atomic_write(path) as tmp:
+        tmp.write_text(json.dumps(world_layout(parse_caption(prompt)), indent=2))
+    return [*overrides, f"layout.file={path}"]
+
+
+def scene_render_fn(cfg, scene, renderer=None):
+    renderer = renderer or VolumeRenderer(cfg.render, cfg.scene.radius)
 
     def render(cameras):
         outs = [render_view(renderer, scene, cam) for cam in cameras]
@@ -54,27 +81,53 @@ def score_run(run_dir: Path, prompt: str) -> Dict:
             "objects": objects, "picture": picture}
 
 
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(-10.0 * torch.log10(((a - b) ** 2).mean()))
+
+
+def score_refined(run_dir: Path, prompt: str) -> Dict:
+    """The mesh stage's albedo renders against the ground truth (at the mesh's best turn) and against the
+    NeRF's renders from the same eval views; the NeRF's PSNR against the ground truth for comparison."""
+    cfg, scene = api.load_run(run_dir)
+    mesh_cfg = load_saved_config(run_dir / REFINE_DIR / "config.yaml")
+    mesh = scene_render_fn(mesh_cfg, *load_refined(mesh_cfg, run_dir / REFINE_DIR))
+    truth_scene, cameras = parse_caption(prompt), orbit_cameras(cfg.cameras, 4, RESOLUTION)
+    iou, offset = best_rotation_iou(mesh, truth_scene, cfg.cameras, resolution=RESOLUTION)
+    (nerf_rgb, nerf_mask), (mesh_rgb, mesh_mask) = scene_render_fn(cfg, scene)(cameras), mesh(cameras)
+    truth = ground_truth(truth_scene, cfg.cameras, torch.cat([c.azimuth for c in cameras]) - offset, RESOLUTION).rgb
+    return {"iou": iou, "psnr": psnr(mesh_rgb, truth), "nerf_psnr": psnr(nerf_rgb, truth), "psnr_to_nerf": psnr(mesh_rgb, nerf_rgb),
+            "iou_to_nerf": silhouette_iou(mesh_mask, nerf_mask), "picture": torch.cat(list(mesh_rgb), dim=1)}
+
+
 def prompt_set(prompt: str) -> str:
     return next((name for name, prompts in PROMPTS.items() if prompt in prompts), "other")
 
 
 def run_quality(methods: Sequence[str], overrides: Sequence[str], out_dir: Path,
-                sets: Sequence[str] = tuple(PROMPTS), prompts: Sequence[str] = ()) -> List[Dict]:
+                sets: Sequence[str] = tuple(PROMPTS), prompts: Sequence[str] = (), refine: bool = False) -> List[Dict]:
     """Every prompt of ``sets`` (or the world captions ``prompts``) through every method config (a
-    shipped name or a YAML path)."""
+    shipped name or a YAML path), and with ``refine`` through the mesh stage."""
     rows, pictures = [], []
     jobs = [(prompt_set(p), p) for p in prompts] or [(name, p) for name in sets for p in PROMPTS[name]]
     for method in methods:
         for set_name, prompt in jobs:
             run_dir = out_dir / Path(method).stem / prompt.replace(" ", "-")
             began = time.perf_counter()
-            result = api.generate(prompt, method, [*overrides, "export.video_frames=0"], run_dir=run_dir)
+            run_overrides = [*method_overrides(method, prompt, overrides, out_dir), "export.video_frames=0"]
+            result = api.generate(prompt, method, run_overrides, run_dir=run_dir)
             wall = time.perf_counter() - began
             scores = score_run(result.run_dir, prompt)
-            pictures.append(scores.pop("picture"))
+            picture = scores.pop("picture")
             objective = api.load_run(result.run_dir)[0].objective.name
             rows.append({"method": Path(method).stem, "objective": objective, "set": set_name, "prompt": prompt,
                          **scores, "steps": result.steps, "wall_s": wall, "s_per_step": result.seconds_per_step})
+            if refine:
+                began = time.perf_counter()
+                refined = api.refine(result.run_dir, overrides=[*overrides, "export.video_frames=0"])
+                rows[-1]["refine"] = {**score_refined(result.run_dir, prompt), "steps": refined.steps,
+                                      "wall_s": time.perf_counter() - began, "s_per_step": refined.seconds_per_step}
+                picture = torch.cat([picture[:RESOLUTION], rows[-1]["refine"].pop("picture"), picture[RESOLUTION:]])
+            pictures.append(picture)
     (out_dir / "quality.json").write_text(json.dumps(rows, indent=2))
     write_image(torch.cat(pictures).numpy(), out_dir / "quality.png")
     return rows
@@ -88,4 +141,9 @@ def format_table(rows: List[Dict]) -> str:
         if len(r["objects"]) > 1:
             parts = "  ".join(f"object {k + 1}: IoU {o['iou']:.2f} colour {o['colour_error']:.3f}" for k, o in enumerate(r["objects"]))
             lines.append(f"{'':<27}{parts}")
+        if "refine" in r:
+            m = r["refine"]
+            lines.append(f"{'':<27}mesh stage: IoU {m['iou']:.2f} PSNR {m['psnr']:.2f} dB (NeRF {m['nerf_psnr']:.2f} dB); "
+                         f"against the NeRF: IoU {m['iou_to_nerf']:.2f} PSNR {m['psnr_to_nerf']:.2f} dB; "
+                         f"{m['steps']} steps, {m['s_per_step']:.2f} s/step, {m['wall_s']:.1f} s")
     return "\n".join(lines)

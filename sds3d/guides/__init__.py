@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from sds3d.errors import ModelLoadError
+from sds3d.errors import ConfigError, ModelLoadError
 from sds3d.guides.base import locate_model
 from sds3d.guides.exact import ExactDenoiserGuide
 from sds3d.guides.pixel import PixelGuide
@@ -34,5 +34,8 @@ def load_guide(cfg, device: torch.device):
     if cfg.model.startswith("exact:"):
         return ExactDenoiserGuide.from_spec(cfg.model, device)
     model = locate_model(cfg.model)
-    cls = StableDiffusionGuide if has_vae(model) else PixelGuide
-    return cls.from_pretrained(model, device, cfg.dtype, cfg.channels_last, cfg.cache_dir)
+    if has_vae(model):
+        return StableDiffusionGuide.from_pretrained(model, device, cfg.dtype, cfg.channels_last, cfg.cache_dir, cfg.compile, cfg.tiny_vae)
+    if cfg.tiny_vae:
+        raise ConfigError(f"guide.tiny_vae is set, but '{cfg.model}' is a pixel-space model without a VAE", hint='set guide.tiny_vae=""')
+    return PixelGuide.from_pretrained(model, device, cfg.dtype, cfg.channels_last, cfg.cache_dir, cfg.compile)

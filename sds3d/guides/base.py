@@ -57,14 +57,14 @@ def locate_model(model: str) -> str:
 
 
 def load_component(cls, model: str, subfolder: str, **kwargs):
-    """``cls.from_pretrained(model, subfolder=...)`` with a ModelLoadError that says what was tried."""
+    """``cls.from_pretrained(model, subfolder=...)`` ("" for the model's root) with a ModelLoadError that says what was tried."""
     try:
-        return cls.from_pretrained(model, subfolder=subfolder, **kwargs)
+        return cls.from_pretrained(model, subfolder=subfolder or None, **kwargs)
     except (OSError, ValueError) as exc:
         offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
         tried = f"local folder '{model}'" if Path(model).is_dir() else f"hub id '{model}'" + (" (HF_HUB_OFFLINE is set)" if offline else "")
         raise ModelLoadError(
-            f"cannot load {subfolder} ({cls.__name__}) from {tried}: {str(exc).splitlines()[0]}",
+            f"cannot load {subfolder or 'the model'} ({cls.__name__}) from {tried}: {str(exc).splitlines()[0]}",
             hint="without network, point guide.model at a downloaded diffusers folder (unet/, text_encoder/, tokenizer/, scheduler/)",
         ) from exc
 
@@ -94,7 +94,7 @@ def quiet_loading() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
-def load_unet_and_scheduler(model: str, device: torch.device, dtype: str, channels_last: bool):
+def load_unet_and_scheduler(model: str, device: torch.device, dtype: str, channels_last: bool, compile: bool = False):
     """The parts every diffusers guide loads: (resolved model, frozen-to-be UNet, DDIM scheduler, torch dtype)."""
     from diffusers import DDIMScheduler, UNet2DConditionModel
 
@@ -103,9 +103,20 @@ def load_unet_and_scheduler(model: str, device: torch.device, dtype: str, channe
     torch_dtype = resolve_dtype(dtype, device)
     unet = load_component(UNet2DConditionModel, model, "unet", torch_dtype=torch_dtype).to(device)
     scheduler = load_component(DDIMScheduler, model, "scheduler")
+    prepare_unet(unet, device, channels_last, compile)
+    return model, unet, scheduler, torch_dtype
+
+
+def prepare_unet(unet, device: torch.device, channels_last: bool, compile: bool) -> None:
+    """channels_last memory format on cuda and an optional in-place ``torch.compile``; logs what runs."""
     if channels_last and device.type == "cuda":
         unet.to(memory_format=torch.channels_last)
-    return model, unet, scheduler, torch_dtype
+    if compile:
+        unet.compile()
+    attention = ", ".join(sorted({type(p).__name__ for p in unet.attn_processors.values()})) or "none"
+    layout = "channels_last" if channels_last and device.type == "cuda" else "contiguous"
+    log.info("guide UNet: %s, attention %s (AttnProcessor2_0 is torch SDPA), %s", layout, attention,
+             "torch.compile (the first steps compile)" if compile else "eager (guide.compile=true compiles it)")
 
 
 class DiffusersGuide:

@@ -21,8 +21,8 @@ class PixelGuide(DiffusersGuide):
 
     @classmethod
     def from_pretrained(cls, model: str, device: torch.device, dtype: str = "auto", channels_last: bool = True,
-                        cache_dir: str = "~/.cache/sds3d") -> "PixelGuide":
-        model, unet, scheduler, torch_dtype = load_unet_and_scheduler(model, device, dtype, channels_last)
+                        cache_dir: str = "~/.cache/sds3d", compile: bool = False) -> "PixelGuide":
+        model, unet, scheduler, torch_dtype = load_unet_and_scheduler(model, device, dtype, channels_last, compile)
         guide = cls(model, unet, scheduler, EmbeddingCache(cache_dir, model_key(model)), device, torch_dtype)
         log.info("guide: %s on %s, %s, %d px pixel model, %s", model, device, torch_dtype, guide.resolution, guide.prediction_type)
         return guide

@@ -23,6 +23,16 @@ class PerpNegatives:
 
 
 @dataclass
+class Regions:
+    """A layout's regions for one step: each sub-prompt (with its object's view suffix) and the render's
+    semantic map; ``mix`` is set by the semantic objective (see sds3d.objectives.semantic)."""
+
+    cond: torch.Tensor  # [K, B, L, D]
+    semantic: Optional[torch.Tensor] = None  # [B, H, W, K] composited region codes of the render
+    mix: Optional[torch.Tensor] = None  # [K + 1, B, 1, h, w] per-pixel weights of each region's eps and of cond's
+
+
+@dataclass
 class Conditions:
     """The embeddings one step needs, each [B, L, D] with one row per view in the batch."""
 
@@ -33,6 +43,7 @@ class Conditions:
     camera: torch.Tensor  # [B, 16] flattened camera-to-world matrices (VSD's camera condition)
     labels: List[str]  # view label of each row
     perp_neg: Optional[PerpNegatives] = None
+    regions: Optional[Regions] = None  # with a layout
 
 
 class EmbeddingCache:
@@ -85,17 +96,23 @@ def perp_neg_views(azimuth: float, label: str, cfg) -> tuple:
 class PromptSet:
     """Embeds every prompt a run uses once, then hands out Conditions for a batch of cameras."""
 
-    def __init__(self, guide, cfg):
-        self.cfg = cfg
+    def __init__(self, guide, cfg, layout=None, object_views: bool = True):
+        """``layout`` (sds3d.layout.Layout) adds each region's sub-prompt, per view, to the Conditions;
+        ``object_views`` takes each region's view suffix from its own object's frame, else the camera's."""
+        self.cfg, self.layout, self.object_views = cfg, layout, object_views
         if cfg.perp_neg.enabled and not getattr(guide, "interpolates_embeddings", True):
             raise ConfigError(f"Perp-Neg mixes text embeddings, which the guide '{getattr(guide, 'model', guide)}' does not have",
                               hint="prompt.perp_neg.enabled=false, or a text-to-image model as guide.model")
         restrict = getattr(guide, "known_words_only", None)
         self.negative = restrict(cfg.negative) if cfg.negative and restrict else cfg.negative
         texts = [cfg.text, self.negative, ""] + [view_prompt(cfg.text, v) for v in VIEWS]
+        for region in layout.regions if layout else []:
+            texts += [region.prompt] + [view_prompt(region.prompt, v) for v in VIEWS]
+        texts = list(dict.fromkeys(texts))
         self.embeddings: Dict[str, torch.Tensor] = dict(zip(texts, guide.embed(texts)))
 
-    def conditions(self, cameras: Cameras) -> Conditions:
+    def conditions(self, cameras: Cameras, semantic: Optional[torch.Tensor] = None) -> Conditions:
+        """``semantic`` [B, H, W, K]: the render's region codes, carried with the region prompts."""
         cfg = self.cfg
         labels = view_labels(cameras.elevation, cameras.azimuth, cfg.front_threshold, cfg.back_threshold, cfg.overhead_threshold)
         prompts = [view_prompt(cfg.text, label) if cfg.view_dependent else cfg.text for label in labels]
@@ -113,7 +130,20 @@ class PromptSet:
             camera=cameras.c2w.reshape(batch, 16).to(device),
             labels=labels,
             perp_neg=perp_neg,
+            regions=self._regions(cameras, labels, semantic) if self.layout else None,
         )
+
+    def _regions(self, cameras: Cameras, labels: List[str], semantic: Optional[torch.Tensor]) -> Regions:
+        """Each region's prompt with the view suffix of its own object's frame (``object_views``), else the camera's."""
+        cfg, rows = self.cfg, []
+        for region in self.layout.regions:
+            region_labels = labels
+            if cfg.view_dependent and self.object_views:
+                elevation, azimuth = self.layout.objects[region.obj].view_angles(cameras.position.cpu())
+                region_labels = view_labels(elevation, azimuth, cfg.front_threshold, cfg.back_threshold, cfg.overhead_threshold)
+            prompts = [view_prompt(region.prompt, label) if cfg.view_dependent else region.prompt for label in region_labels]
+            rows.append(torch.stack([self.embeddings[p] for p in prompts]))
+        return Regions(torch.stack(rows), None if semantic is None else semantic.detach())
 
     def _perp_neg(self, azimuths: List[float], labels: List[str]):
         view = {v: self.embeddings[view_prompt(self.cfg.text, v)] for v in VIEWS}

@@ -5,7 +5,7 @@ import logging
 import torch
 import torch.nn.functional as F
 
-from sds3d.guides.base import DiffusersGuide, load_component, load_unet_and_scheduler, model_key
+from sds3d.guides.base import DiffusersGuide, load_component, load_unet_and_scheduler, locate_model, model_key
 from sds3d.guides.prompts import EmbeddingCache
 
 log = logging.getLogger("sds3d")
@@ -19,15 +19,22 @@ class StableDiffusionGuide(DiffusersGuide):
     def __init__(self, model: str, unet, vae, scheduler, cache: EmbeddingCache, device: torch.device, dtype: torch.dtype):
         super().__init__(model, unet, scheduler, cache, device, dtype)
         self.vae = vae.requires_grad_(False).eval()
-        self.resolution = unet.config.sample_size * 2 ** (len(vae.config.block_out_channels) - 1)
+        channels = vae.config.get("block_out_channels") or vae.config.encoder_block_out_channels  # AutoencoderKL or Tiny
+        self.resolution = unet.config.sample_size * 2 ** (len(channels) - 1)
+        self.latent_resolution = unet.config.sample_size
 
     @classmethod
     def from_pretrained(cls, model: str, device: torch.device, dtype: str = "auto", channels_last: bool = True,
-                        cache_dir: str = "~/.cache/sds3d") -> "StableDiffusionGuide":
-        from diffusers import AutoencoderKL
+                        cache_dir: str = "~/.cache/sds3d", compile: bool = False, tiny_vae: str = "") -> "StableDiffusionGuide":
+        """``tiny_vae``: a diffusers AutoencoderTiny (hub id or folder, e.g. madebyollin/taesd) used instead of the VAE."""
+        from diffusers import AutoencoderKL, AutoencoderTiny
 
-        model, unet, scheduler, torch_dtype = load_unet_and_scheduler(model, device, dtype, channels_last)
-        vae = load_component(AutoencoderKL, model, "vae", torch_dtype=torch_dtype).to(device)
+        model, unet, scheduler, torch_dtype = load_unet_and_scheduler(model, device, dtype, channels_last, compile)
+        if tiny_vae:
+            vae = load_component(AutoencoderTiny, locate_model(tiny_vae), "", torch_dtype=torch_dtype).to(device)
+            log.info("guide VAE: tiny VAE %s instead of the model's own", tiny_vae)
+        else:
+            vae = load_component(AutoencoderKL, model, "vae", torch_dtype=torch_dtype).to(device)
         guide = cls(model, unet, vae, scheduler, EmbeddingCache(cache_dir, model_key(model)), device, torch_dtype)
         log.info("guide: %s on %s, %s, %d px latent model, %s", model, device, torch_dtype, guide.resolution, guide.prediction_type)
         return guide
@@ -35,8 +42,9 @@ class StableDiffusionGuide(DiffusersGuide):
     def encode(self, rgb: torch.Tensor) -> torch.Tensor:
         """rgb [B, 3, H, W] in [0, 1] -> scaled VAE latents [B, 4, h, w], differentiable w.r.t. rgb."""
         rgb = F.interpolate(rgb, (self.resolution, self.resolution), mode="bilinear", align_corners=False)
-        posterior = self.vae.encode((rgb * 2.0 - 1.0).to(self.dtype)).latent_dist
-        return (posterior.sample() * self.vae.config.scaling_factor).float()
+        encoded = self.vae.encode((rgb * 2.0 - 1.0).to(self.dtype))
+        latents = encoded.latent_dist.sample() if "latent_dist" in encoded else encoded.latents  # KL or tiny VAE
+        return (latents * self.vae.config.scaling_factor).float()
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents -> rgb [B, 3, H, W] in [0, 1] (for previews; no gradient)."""

@@ -5,6 +5,7 @@ from sds3d.objectives.bsd import BSD
 from sds3d.objectives.csd import CSD
 from sds3d.objectives.ism import ISM
 from sds3d.objectives.nfsd import NFSD
+from sds3d.objectives.semantic import SemanticSDS
 from sds3d.objectives.sds import SDS
 from sds3d.objectives.sjc import SJC
 from sds3d.objectives.vsd import VSD
@@ -17,6 +18,7 @@ OBJECTIVES = {
     "nfsd": NFSD,
     "ism": ISM,
     "bsd": BSD,
+    "semantic": SemanticSDS,
 }
 
 

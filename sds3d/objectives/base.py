@@ -51,12 +51,22 @@ def cfg(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, scale: float) -> torch
 
 def predict(guide, x_t: torch.Tensor, t: torch.Tensor, conditions, names: Sequence[str]) -> Dict[str, torch.Tensor]:
     """eps [B, ...] under each named embedding of ``conditions`` (cond, uncond, null, plain), plus
-    "perp_neg" [N, B, ...] when the conditions carry Perp-Neg negatives: all in ONE guide call."""
+    "perp_neg" [N, B, ...] when the conditions carry Perp-Neg negatives: all in ONE guide call.
+
+    With region weights (``conditions.regions.mix`` [K + 1, B, 1, h, w], set by the semantic objective)
+    the K region sub-prompts join that call and eps["cond"] becomes the per-pixel mix
+    sum_k mix_k eps(y_k) + mix_K eps(cond).
+    """
     embeddings = [getattr(conditions, name) for name in names]
-    if conditions.perp_neg is not None:
-        embeddings += list(conditions.perp_neg.embeddings)
-    eps = guide.predict_noise(x_t, t, torch.stack(embeddings))
-    return {**dict(zip(names, eps)), "perp_neg": eps[len(names):]}
+    negatives = list(conditions.perp_neg.embeddings) if conditions.perp_neg is not None else []
+    regions = conditions.regions if conditions.regions is not None and conditions.regions.mix is not None else None
+    extra = list(regions.cond) if regions is not None else []
+    eps = guide.predict_noise(x_t, t, torch.stack(embeddings + negatives + extra))
+    n, p = len(names), len(negatives)
+    out = {**dict(zip(names, eps)), "perp_neg": eps[n : n + p]}
+    if regions is not None and "cond" in out:
+        out["cond"] = (regions.mix * torch.cat([eps[n + p :], out["cond"][None]])).sum(0)
+    return out
 
 
 def perpendicular(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

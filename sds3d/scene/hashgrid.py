@@ -1,4 +1,4 @@
-"""Multiresolution hash encoding (instant-ngp) in pure PyTorch, following tiny-cuda-nn's conventions.
+"""Multiresolution hash encoding (instant-ngp), following tiny-cuda-nn's conventions, with its backends.
 
 Conventions, for L levels of F features each, table size T = 2**log2_table_size, base resolution
 N_min and max resolution N_max:
@@ -20,67 +20,49 @@ N_min and max resolution N_max:
   Negative corners on dense levels wrap by the mathematical modulo, not tcnn's uint32 wrap.
 
 The output is level-major: column l*F + f is feature f of level l. Levels at or above
-``active_levels`` are multiplied by zero, so shapes never change and locked levels get no gradient.
+``active_levels`` are zero (and not computed), so shapes never change and locked levels get no gradient.
+
+Backends (``scene.encoding.backend``), all on the same table, so checkpoints move freely between them:
+"torch" (fused pure torch, hashgrid_torch.py), "cuda" (cuda/hashgrid.cu, built on first use;
+hashgrid_cuda.py), "tcnn" (tiny-cuda-nn; hashgrid_tcnn.py lists how it differs), and "auto": cuda on
+a CUDA device, torch elsewhere. These differentiate the table only; "torch_per_corner", the
+straightforward torch version, is differentiable twice in the points too, so calls whose points
+require grad (analytic normals) run on it. It is also the baseline of sds3d/bench/encoding.py.
 """
 
 import logging
 import math
-from typing import Callable
+from typing import Callable, Dict, Optional
 
 import torch
 from torch import Tensor, nn
 
 from sds3d.errors import ConfigError
+from sds3d.scene.hashgrid_cuda import cuda_unavailable_reason, encode_cuda
+from sds3d.scene.hashgrid_layout import GridLayout
+from sds3d.scene.hashgrid_tcnn import encode_tcnn, tcnn_unavailable_reason
+from sds3d.scene.hashgrid_torch import encode_fused, encode_per_corner
 
 log = logging.getLogger("sds3d")
 
-_PRIMES = (1, 2654435761, 805459861)
+ENCODE_BACKENDS: Dict[str, Callable[[Tensor, Tensor, GridLayout, int], Tensor]] = {
+    "torch": encode_fused,
+    "torch_per_corner": encode_per_corner,
+    "cuda": encode_cuda,
+    "tcnn": encode_tcnn,
+}
+"""Backend name -> ``fn(x [N, 3], table [P, F], grid, active_levels) -> [N, L, F]``, levels from
+``active_levels`` on zero and without table gradient (the module docstring says what each is)."""
 
+UNAVAILABLE: Dict[str, Callable[[torch.device], Optional[str]]] = {
+    "cuda": cuda_unavailable_reason,
+    "tcnn": tcnn_unavailable_reason,
+}
+"""Backends that may not run everywhere -> ``fn(device) -> None, or why not``."""
 
-def _encode_torch(
-    x: Tensor, table: Tensor, offsets: Tensor, scales: Tensor, resolutions: Tensor, sizes: Tensor,
-    dense: Tensor,
-) -> Tensor:
-    """Interpolated features of every level: all levels and corners in one gather.
-
-    Args:
-        x: [N, 3] points, in the dtype of ``table``.
-        table: [P, F] flat feature table.
-        offsets: [L] int64 first table row of each level.
-        scales: [L] float scale_l.
-        resolutions: [L] int64 resolution_l.
-        sizes: [L] int64 rows in each level.
-        dense: [L] bool, True where the level is indexed row-major instead of hashed.
-
-    Returns:
-        [N, L, F] features.
-    """
-    n, n_levels = x.shape[0], offsets.shape[0]
-    pos = x[:, None, :] * scales[None, :, None].to(x.dtype) + 0.5  # [N, L, 3]
-    corner = pos.detach().floor()
-    frac = pos - corner  # [N, L, 3]; differentiable in x, the floor is piecewise constant
-    corner = corner.long()
-
-    res = resolutions[:, None]
-    dense_mult = torch.cat([torch.ones_like(res), res, res * res], dim=1)  # [L, 3]
-    mult = torch.where(dense[:, None], dense_mult, torch.tensor(_PRIMES, device=x.device))  # [L, 3]
-    # per axis, the two corner coordinates times that axis's multiplier: [N, L, 3, 2]
-    terms = (corner[..., None] + torch.arange(2, device=x.device)) * mult[None, :, :, None]
-    tx = terms[:, :, 0, :, None, None]  # [N, L, 2, 1, 1]
-    ty = terms[:, :, 1, None, :, None]  # [N, L, 1, 2, 1]
-    tz = terms[:, :, 2, None, None, :]  # [N, L, 1, 1, 2]
-    index = torch.where(dense[None, :, None, None, None], tx + ty + tz, tx ^ ty ^ tz)  # [N, L, 2, 2, 2]
-    index = index.remainder(sizes[None, :, None, None, None]) + offsets[None, :, None, None, None]
-    feats = table.index_select(0, index.reshape(-1)).view(n, n_levels, 8, -1)  # [N, L, 8, F]
-
-    w = torch.stack([1 - frac, frac], dim=-1)  # [N, L, 3, 2]
-    weights = w[:, :, 0, :, None, None] * w[:, :, 1, None, :, None] * w[:, :, 2, None, None, :]
-    # weights: [N, L, 2, 2, 2], laid out like index
-    return (weights.reshape(n, n_levels, 1, 8) @ feats).squeeze(2)  # [N, L, F]
-
-
-ENCODE_BACKENDS: dict[str, Callable[..., Tensor]] = {"torch": _encode_torch}
-"""Backend name -> ``fn(x, table, offsets, scales, resolutions, sizes, dense) -> [N, L, F]``."""
+POINT_GRADIENT_BACKENDS = ("torch_per_corner",)
+"""Backends differentiable in the points (twice, for analytic normals); calls whose points require
+grad run "torch_per_corner" whatever the backend."""
 
 
 def _check_backend_name(name: str) -> None:
@@ -92,6 +74,9 @@ def _check_backend_name(name: str) -> None:
 def resolve_backend(name: str, device: torch.device) -> str:
     """Pick the encode backend that runs on ``device`` and log one line saying which and why.
 
+    "auto" is "cuda" on a CUDA device and "torch" elsewhere. A backend that cannot run here (no
+    GPU, the kernel build failed, tinycudann missing) falls back to "torch" with one warning.
+
     Args:
         name: "auto" or a key of ``ENCODE_BACKENDS``.
         device: where the points and the table live.
@@ -100,11 +85,15 @@ def resolve_backend(name: str, device: torch.device) -> str:
         A key of ``ENCODE_BACKENDS``.
     """
     _check_backend_name(name)
-    if name == "auto":
-        chosen, why = "torch", f"no compiled kernel registered for {device.type}"
-    else:
-        chosen, why = name, "requested"
-    log.info("hash grid: %s backend (%s)", chosen, why)
+    if name == "auto" and device.type != "cuda":
+        log.info("hash grid: torch backend (auto on %s: the compiled kernels need a CUDA device)", device.type)
+        return "torch"
+    chosen = "cuda" if name == "auto" else name
+    problem = UNAVAILABLE[chosen](device) if chosen in UNAVAILABLE else None
+    if problem:
+        log.warning("hash grid: %s backend unavailable (%s); falling back to the torch backend", chosen, problem)
+        return "torch"
+    log.info("hash grid: %s backend (%s)", chosen, "auto on a CUDA device" if name == "auto" else "requested")
     return chosen
 
 
@@ -154,8 +143,11 @@ class HashGridEncoding(nn.Module):
         super().__init__()
         _check_backend_name(backend)
         self.backend = backend
-        self._resolved: dict[str, str] = {}
+        self._resolved: Dict[str, str] = {}
+        self._logged_point_gradients = False
         self.n_levels = n_levels
+        self.log2_table_size = log2_table_size
+        self.base_resolution = base_resolution
         self.n_output_dims = n_levels * features_per_level
         self.active_levels = n_levels
         log_growth = math.log(max_resolution / base_resolution) / (n_levels - 1) if n_levels > 1 else 0.0
@@ -177,12 +169,19 @@ class HashGridEncoding(nn.Module):
         """Unlock the first ``n`` levels (clamped to [1, n_levels]); the rest output zeros."""
         self.active_levels = max(1, min(n, self.n_levels))
 
+    def layout(self) -> GridLayout:
+        return GridLayout(
+            self.offsets, self.scales, self.resolutions, self.sizes, self.dense,
+            self.log2_table_size, self.base_resolution, self.per_level_scale,
+        )
+
     def forward(self, x: Tensor) -> Tensor:
         """Encode points.
 
         Args:
             x: [..., 3] points, nominally in [0, 1]. Math runs in float32, or in float64 when x is
-                float64 (for gradcheck); the table is cast to that dtype.
+                float64 (for gradcheck); the table is cast to that dtype. Points that require grad
+                run on torch_per_corner whatever the backend (the others differentiate the table only).
 
         Returns:
             [..., L*F] features in the math dtype.
@@ -190,12 +189,13 @@ class HashGridEncoding(nn.Module):
         kind = x.device.type
         if kind not in self._resolved:
             self._resolved[kind] = resolve_backend(self.backend, x.device)
+        backend = self._resolved[kind]
+        if x.requires_grad and torch.is_grad_enabled() and backend not in POINT_GRADIENT_BACKENDS:
+            if not self._logged_point_gradients:
+                log.info("hash grid: points require grad, which %s lacks; those calls run torch_per_corner", backend)
+                self._logged_point_gradients = True
+            backend = "torch_per_corner"
         dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
         points = x.reshape(-1, 3).to(dtype)  # [N, 3]
-        out = ENCODE_BACKENDS[self._resolved[kind]](
-            points, self.table.to(dtype), self.offsets, self.scales, self.resolutions, self.sizes, self.dense
-        )  # [N, L, F]
-        if self.active_levels < self.n_levels:
-            mask = torch.arange(self.n_levels, device=x.device) < self.active_levels
-            out = out * mask[:, None].to(dtype)  # [N, L, F]
+        out = ENCODE_BACKENDS[backend](points, self.table.to(dtype), self.layout(), self.active_levels)  # [N, L, F]
         return out.reshape(*x.shape[:-1], self.n_output_dims)  # [..., L*F]

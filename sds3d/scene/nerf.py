@@ -1,6 +1,6 @@
 """The optimised scene of the NeRF stage: a hash-grid field of density and albedo, with normals."""
 
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -22,12 +22,15 @@ class NeRFField(nn.Module):
 
     density = softplus(raw - 1 + bias(x)); with the Magic3D blob, bias = scale * (1 - |x| / std), so a
     fresh field is a soft ball at the origin that SDS then sculpts. albedo = sigmoid(raw).
+    ``region_codes`` (a layout's, points [N, 3] -> [N, K]) gives every point the code of its region,
+    which the renderer composites into a semantic map.
     """
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, region_codes: Optional[Callable[[torch.Tensor], torch.Tensor]] = None):
         super().__init__()
         enc = cfg.encoding
         self.cfg = cfg
+        self.region_codes = region_codes
         self.encoding = HashGridEncoding(
             n_levels=enc.levels,
             features_per_level=enc.features_per_level,

@@ -1,0 +1,103 @@
+"""The mesh stage (Magic3D's second stage): a finished NeRF run -> a refined, textured mesh in <run>/refine/.
+
+The NeRF's surface (marching cubes at ``refine.mesh_resolution``, decimated to ``export.max_faces``)
+becomes a ``MeshScene`` whose vertex offsets start at zero and whose texture field is a copy of the
+NeRF's albedo branch, so the stage starts from what the NeRF shows. Both are optimised with the run's
+objective through the rasterizer at ``refine.width`` x ``refine.height``, by the NeRF stage's loop
+(``train.train`` with ``mesh_stage``); the folder has the same layout as a run's.
+"""
+
+import copy
+from functools import partial
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import torch
+import torch.nn as nn
+from omegaconf import DictConfig, OmegaConf
+
+from sds3d.checkpoint import load_checkpoint
+from sds3d.config import schedule
+from sds3d.export import decimate
+from sds3d.render.background import Background
+from sds3d.render.raster import MeshRenderer
+from sds3d.scene.mesh import MeshScene, TextureField
+from sds3d.train import RunResult, Stage, pick_device, train
+from sds3d.views import nerf_surface, write_asset
+
+REFINE_DIR = "refine"
+
+
+def stage_config(cfg: DictConfig) -> DictConfig:
+    """The config the mesh stage trains with: the NeRF run's, with train.steps and the render size from ``refine``."""
+    merged = OmegaConf.merge(cfg, {"train": {"steps": cfg.refine.steps},
+                                   "render": {"width": cfg.refine.width, "height": cfg.refine.height}})
+    OmegaConf.set_readonly(merged, True)
+    return merged
+
+
+def starting_surface(nerf_scene: nn.ModuleDict, cfg) -> MeshScene:
+    """The NeRF field's surface and albedo as a mesh scene, on the CPU."""
+    field = nerf_scene["field"]
+    mesh = decimate(nerf_surface(field, cfg, cfg.refine.mesh_resolution), cfg.export.max_faces)
+    texture = TextureField.from_nerf(field)
+    return MeshScene(torch.from_numpy(mesh.vertices).float(), torch.from_numpy(mesh.faces).long(), texture)
+
+
+def mesh_stage(cfg, surface: MeshScene, background: Background) -> Stage:
+    scene = nn.ModuleDict({"field": surface, "background": background})
+    groups = [
+        {"params": [surface.offsets], "lr": cfg.refine.lr_offsets},
+        {"params": surface.texture.parameters(), "lr": cfg.refine.lr_texture},
+        {"params": background.parameters(), "lr": cfg.train.lr_background},
+    ]
+    return Stage(scene, MeshRenderer(cfg.render, cfg.refine.rasterizer), groups, partial(mesh_regularisers, surface, cfg),
+                 partial(export_refined, scene, cfg))
+
+
+def mesh_regularisers(surface: MeshScene, cfg, out, step: int) -> Dict[str, torch.Tensor]:
+    """Laplacian smoothing and normal consistency, weighted by their (scheduled) lambdas."""
+    terms = {}
+    for name, loss in (("laplacian", surface.laplacian_loss), ("normal_consistency", surface.normal_consistency_loss)):
+        weight = schedule(getattr(cfg.refine, f"lambda_{name}"), step)
+        if weight > 0:
+            terms[name] = weight * loss()
+    return terms
+
+
+def export_refined(scene: nn.ModuleDict, cfg, run_dir: Path) -> List[Path]:
+    """The refined mesh as mesh.<export.formats>, its texture field baked (``write_asset``)."""
+    surface = scene["field"]
+    device = surface.offsets.device
+    return write_asset(surface.to_trimesh(), lambda points: surface.albedo(points.to(device)), cfg, run_dir, cfg.export.formats)
+
+
+def refine(cfg: DictConfig, nerf_scene: nn.ModuleDict, run_dir: Path) -> RunResult:
+    """The mesh stage of the NeRF run in ``run_dir`` (config ``cfg``, trained ``nerf_scene``), into run_dir/refine."""
+    cfg = stage_config(cfg)
+    surface = starting_surface(nerf_scene, cfg)
+    background = copy.deepcopy(nerf_scene["background"]).cpu()
+    return train(cfg, Path(run_dir) / REFINE_DIR, build_stage=lambda cfg, layout: mesh_stage(cfg, surface, background))
+
+
+def saved_surface(ckpt_path: Path, cfg) -> MeshScene:
+    """A mesh scene shaped like the one saved in a mesh-stage checkpoint (weights not yet loaded)."""
+    state = torch.load(ckpt_path, map_location="cpu", weights_only=False)["scene"]
+    return MeshScene(state["field.base_vertices"], state["field.faces"], TextureField(cfg.scene))
+
+
+def resume_refine(cfg: DictConfig, refine_dir: Path) -> RunResult:
+    """Continue a mesh stage from ``refine_dir/ckpt/last.pt`` with its saved config ``cfg`` (whose refine.steps
+    may have been raised)."""
+    cfg = stage_config(cfg)
+    surface = saved_surface(refine_dir / "ckpt" / "last.pt", cfg)
+    background = Background(cfg.render.background)
+    return train(cfg, refine_dir, resume=True, build_stage=lambda cfg, layout: mesh_stage(cfg, surface, background))
+
+
+def load_refined(cfg: DictConfig, refine_dir: Path) -> Tuple[nn.ModuleDict, MeshRenderer]:
+    """A mesh stage's scene with its checkpoint's weights, on the config's device, and its renderer."""
+    ckpt_path = refine_dir / "ckpt" / "last.pt"
+    scene = nn.ModuleDict({"field": saved_surface(ckpt_path, cfg), "background": Background(cfg.render.background)})
+    load_checkpoint(ckpt_path, scene, restore_rng=False)
+    return scene.to(pick_device(cfg.device)), MeshRenderer(cfg.render, cfg.refine.rasterizer)
