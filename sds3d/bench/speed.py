@@ -10,7 +10,6 @@ The floor replays the guide calls of the last timed step, with the same inputs, 
 """
 
 import json
-import logging
 import os
 import time
 from collections import defaultdict
@@ -23,8 +22,6 @@ import torch
 from sds3d.config import load_config
 from sds3d.objectives import OBJECTIVES
 from sds3d.train import build_session, memory_mb, pick_device, train_step
-
-log = logging.getLogger("sds3d")
 
 PARTS = ("render", "encode", "objective", "backward", "optimiser")
 
@@ -163,18 +160,18 @@ def format_report(result: Dict) -> str:
         if inner:
             lines.append(f"  of which {inner:<20}{_ms(parts.get(inner, 0.0))} {parts.get(inner, 0.0) / total:7.1%}")
     lines += [f"{'timed step (sum of parts)':<30}{_ms(r['timed_step_s'])}",
-              f"{'step (untimed pass)':<30}{_ms(r['step_s'])}   {r['steps_per_s']:.2f} steps/s",
+              f"{'step (untimed pass)':<30}{_ms(r['step_s'])}   {r['steps_per_s']:.3g} steps/s",
               f"{'guide-bound floor':<30}{_ms(r['floor_s'])}   ({r['guide_calls_per_step']} guide call(s) per step replayed; "
               f"step / floor = {r['step_over_floor']:.2f})",
               f"{'peak memory':<30}{r['peak_memory_mb']:9.0f} MB ({r['peak_memory_kind']})"]
     if "encodings" in r:
-        lines += ["", f"{'encoding backend':<12} {'device':<7} {'points':>8} {'levels':>6} {'fwd ms':>9} {'fwd+bwd ms':>10} {'speedup':>8}"]
+        lines += ["", f"{'encoding backend':<16} {'device':<7} {'points':>8} {'levels':>6} {'fwd ms':>9} {'fwd+bwd ms':>10} {'speedup':>8}"]
         for row in r["encodings"]:
             if row.get("skipped"):
-                lines.append(f"{row['backend']:<12} skipped: {row['skipped']}")
+                lines.append(f"{row['backend']:<16} skipped: {row['skipped']}")
                 continue
             speedup = row.get("speedup_vs_reference")
-            lines.append(f"{row['backend']:<12} {row['device']:<7} {row['points']:>8} {row['levels']:>6} {row['forward_ms']:>9.2f} "
+            lines.append(f"{row['backend']:<16} {row['device']:<7} {row['points']:>8} {row['levels']:>6} {row['forward_ms']:>9.2f} "
                          f"{row['forward_backward_ms']:>10.2f} {'' if speedup is None else f'{speedup:.1f}x':>8}")
     return "\n".join(lines)
 

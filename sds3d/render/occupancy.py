@@ -6,15 +6,12 @@ follows the field: every training render counts as a step, and ``update_every_n_
 it (all cells during its warm-up, a quarter of them later). Compositing matches ``volume.py``.
 """
 
-import logging
 import math
 
 import torch
 
 from sds3d.errors import ConfigError
 from sds3d.render.shading import shade
-
-log = logging.getLogger("sds3d")
 
 
 class OccupancySampler:

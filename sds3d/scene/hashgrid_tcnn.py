@@ -26,7 +26,7 @@ from sds3d.scene.hashgrid_layout import GridLayout
 
 
 def _import_tcnn():
-    import tinycudann  # noqa: PLC0415 (CUDA-only, imported on first use)
+    import tinycudann  # CUDA-only: imported on first use, never at module import
 
     return tinycudann
 
