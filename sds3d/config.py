@@ -174,6 +174,7 @@ class HashGridConfig:
 @dataclass
 class SceneConfig:
     radius: float = MISSING
+    particles: int = MISSING
     encoding: HashGridConfig = field(default_factory=HashGridConfig)
     mlp_width: int = MISSING
     mlp_layers: int = MISSING
@@ -451,7 +452,7 @@ def validate(cfg: DictConfig, objective_names: Sequence[str] = ()) -> None:
         low, high = bounds
         if low > high:
             raise ConfigError(f"{key}: lower bound {low} is above upper bound {high}", hint=f"give {key}=[low,high] with low <= high")
-    positive = ("train.steps", "render.width", "render.height", "render.samples", "cameras.batch_size", "export.resolution",
+    positive = ("scene.particles", "train.steps", "render.width", "render.height", "render.samples", "cameras.batch_size", "export.resolution",
                 "image.steps", "image.frames", "objective.ism.inversion_stride", "objective.ism.inversion_steps",
                 "objective.vsd.lora_rank", "refine.steps", "refine.width", "refine.height", "refine.mesh_resolution")
     for key in positive:

@@ -36,10 +36,11 @@ def stage_config(cfg: DictConfig) -> DictConfig:
     return merged
 
 
-def starting_surface(nerf_scene: nn.ModuleDict, cfg) -> MeshScene:
-    """The NeRF field's surface and albedo as a mesh scene, on the CPU."""
+def starting_surface(nerf_scene: nn.ModuleDict, cfg, resolution: int) -> MeshScene:
+    """The NeRF field's surface (marching cubes at ``resolution``, decimated to export.max_faces) and albedo
+    as a mesh scene, on the CPU: at export.resolution, the asset a NeRF run exports, before baking."""
     field = nerf_scene["field"]
-    mesh = decimate(nerf_surface(field, cfg, cfg.refine.mesh_resolution), cfg.export.max_faces)
+    mesh = decimate(nerf_surface(field, cfg, resolution), cfg.export.max_faces)
     texture = TextureField.from_nerf(field)
     return MeshScene(torch.from_numpy(mesh.vertices).float(), torch.from_numpy(mesh.faces).long(), texture)
 
@@ -75,7 +76,7 @@ def export_refined(scene: nn.ModuleDict, cfg, run_dir: Path) -> List[Path]:
 def refine(cfg: DictConfig, nerf_scene: nn.ModuleDict, run_dir: Path) -> RunResult:
     """The mesh stage of the NeRF run in ``run_dir`` (config ``cfg``, trained ``nerf_scene``), into run_dir/refine."""
     cfg = stage_config(cfg)
-    surface = starting_surface(nerf_scene, cfg)
+    surface = starting_surface(nerf_scene, cfg, cfg.refine.mesh_resolution)
     background = copy.deepcopy(nerf_scene["background"]).cpu()
     return train(cfg, Path(run_dir) / REFINE_DIR, build_stage=lambda cfg, layout: mesh_stage(cfg, surface, background))
 

@@ -49,12 +49,24 @@ def pick_device(name: str) -> torch.device:
 
 
 def build_scene(cfg, layout=None) -> nn.ModuleDict:
-    """With a ``layout``, the field carries its region codes (for the semantic map)."""
-    field_ = NeRFField(cfg.scene, layout.region_codes if layout is not None else None)
-    scene = nn.ModuleDict({"field": field_, "background": Background(cfg.render.background)})
+    """With a ``layout``, the field carries its region codes (for the semantic map). With scene.particles > 1,
+    the other particles (each its own field and background) sit in ``scene["particles"]``."""
+    scene = particle_scene(cfg, layout)
+    if cfg.scene.particles > 1:
+        scene["particles"] = nn.ModuleList([particle_scene(cfg, layout) for _ in range(cfg.scene.particles - 1)])
     if cfg.render.latent_warmup_steps > 0:
         scene["latent_head"] = LatentHead()
     return scene
+
+
+def particle_scene(cfg, layout=None) -> nn.ModuleDict:
+    field_ = NeRFField(cfg.scene, layout.region_codes if layout is not None else None)
+    return nn.ModuleDict({"field": field_, "background": Background(cfg.render.background)})
+
+
+def particles(scene: nn.ModuleDict) -> List[nn.ModuleDict]:
+    """Every particle of ``scene`` as {"field", "background"}: the scene itself first, then the others."""
+    return [scene, *(scene["particles"] if "particles" in scene else [])]
 
 
 def build_optimizer(scene_groups: List[dict], objective: nn.Module, cfg) -> torch.optim.Optimizer:
@@ -91,14 +103,25 @@ class Stage:
 
 def nerf_stage(cfg, layout=None) -> Stage:
     scene = build_scene(cfg, layout)
+    views = particles(scene)
     groups = [
-        {"params": scene["field"].encoding.parameters(), "lr": cfg.train.lr_encoding},
-        {"params": scene["field"].network.parameters(), "lr": cfg.train.lr_network},
-        {"params": scene["background"].parameters(), "lr": cfg.train.lr_background},
+        {"params": [p for v in views for p in v["field"].encoding.parameters()], "lr": cfg.train.lr_encoding},
+        {"params": [p for v in views for p in v["field"].network.parameters()], "lr": cfg.train.lr_network},
+        {"params": [p for v in views for p in v["background"].parameters()], "lr": cfg.train.lr_background},
         {"params": scene["latent_head"].parameters() if "latent_head" in scene else [], "lr": cfg.train.lr_network},
     ]
     return Stage(scene, VolumeRenderer(cfg.render, cfg.scene.radius, cfg.render.occupancy_grid), groups, lambda out, step: regularisers(out, step, cfg),
-                 lambda run_dir: export_meshes(scene, cfg, run_dir, cfg.export.formats, cfg.export.resolution))
+                 lambda run_dir: export_particles(scene, cfg, run_dir))
+
+
+def export_particles(scene: nn.ModuleDict, cfg, run_dir: Path) -> List[Path]:
+    """Particle 0's meshes in ``run_dir``, particle i's in ``run_dir/particle-<i>``."""
+    outputs = []
+    for i, view in enumerate(particles(scene)):
+        out_dir = run_dir / f"particle-{i}" if i else run_dir
+        out_dir.mkdir(parents=True, exist_ok=True)
+        outputs += export_meshes(view, cfg, out_dir, cfg.export.formats, cfg.export.resolution)
+    return outputs
 
 
 def memory_mb(device: torch.device) -> float:
@@ -165,14 +188,17 @@ def train_step(s: Session, step: int, timer=untimed) -> StepOutput:
     ``timer(part)`` is a context manager around each part ("render", "encode", "objective",
     "backward", "optimiser"); `sds3d bench speed` passes one that times them.
     """
-    cfg, field_ = s.cfg, s.scene["field"]
-    field_.update_step(step)
+    cfg, views = s.cfg, particles(s.scene)
+    for view in views:
+        view["field"].update_step(step)
+    # One particle draws no random number, so single-particle runs keep their random stream.
+    view = views[int(torch.randint(len(views), ()))] if len(views) > 1 else views[0]
     with timer("render"):
         cameras = sample_cameras(cfg.cameras, cfg.render.width, cfg.render.height).to(s.device)
         shading = pick_shading(step, cfg.render)
         random_bg = torch.rand(()).item() < cfg.render.background.random_color_prob
         bg_color = torch.rand(len(cameras), 3) if random_bg else None
-        out = s.renderer.render(field_, s.scene["background"], cameras, shading, schedule(cfg.train.lambda_orient, step) > 0, bg_color)
+        out = s.renderer.render(view["field"], view["background"], cameras, shading, schedule(cfg.train.lambda_orient, step) > 0, bg_color)
     with timer("encode"):
         rgb = out.rgb.permute(0, 3, 1, 2)
         if step < cfg.render.latent_warmup_steps:

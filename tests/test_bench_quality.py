@@ -15,7 +15,7 @@ def test_a_method_gets_a_scored_row_json_and_picture(tmp_path, monkeypatch):
     rows = quality.run_quality(["sjc"], overrides, tmp_path, prompts=["a red cube"])
 
     assert [(r["method"], r["objective"], r["prompt"]) for r in rows] == [("sjc", "sjc", "a red cube")]
-    assert 0.0 <= rows[0]["iou"] <= 1.0 and rows[0]["colour_error"] >= 0.0
+    assert 0.0 <= rows[0]["iou"] <= 1.0 and rows[0]["colour_error"] >= 0.0 and 0.0 <= rows[0]["mesh_iou"] <= 1.0
     assert rows[0]["steps"] == 3 and rows[0]["s_per_step"] > 0
     assert json.loads((tmp_path / "quality.json").read_text()) == [{k: v for k, v in rows[0].items()}]
     assert (tmp_path / "quality.png").is_file()

@@ -34,7 +34,8 @@ def prior_guide(tiny_prior_dir, tmp_path):
 ])
 def test_load_guide_picks_pixel_guide_without_vae(fixture, expected, request, tmp_path):
     model = request.getfixturevalue(fixture)
-    cfg = OmegaConf.create({"model": str(model), "dtype": "fp32", "channels_last": True, "cache_dir": str(tmp_path)})
+    cfg = OmegaConf.create({"model": str(model), "dtype": "fp32", "channels_last": True, "cache_dir": str(tmp_path),
+                            "compile": False, "tiny_vae": ""})
     guide = load_guide(cfg, CPU)
     assert type(guide) is expected
     assert (model / "vae").is_dir() == (expected is StableDiffusionGuide)

@@ -1,7 +1,8 @@
 """`sds3d bench quality`: each method config on a fixed world prompt set, scored against ground truth.
 
 Per run: silhouette IoU over four eval views at the best turn about the vertical axis, colour error
-inside each object (albedo renders against the world's albedo), steps and wall time; for scenes of two
+inside each object (albedo renders against the world's albedo), the silhouette IoU of the exported mesh
+(GLB IoU: the marching-cubes surface the GLB holds, rasterised; 0 when the run has no surface), steps and wall time; for scenes of two
 objects, each object's IoU and colour error inside its own ground-truth region. A method whose objective
 is ``semantic`` gets the layout of the caption's true scene (``world_layout``). With ``refine``, each run
 also goes through the mesh stage (``sds3d refine``), whose renders are scored against the ground truth
@@ -16,13 +17,16 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 import torch
+from torch import nn
 
 from sds3d import api
 from sds3d.cameras import orbit_cameras
 from sds3d.atomic import atomic_write
 from sds3d.config import load_config, load_saved_config
+from sds3d.errors import ExportError
 from sds3d.export import write_image
-from sds3d.refine import REFINE_DIR, load_refined
+from sds3d.refine import REFINE_DIR, load_refined, starting_surface
+from sds3d.render.raster import MeshRenderer
 from sds3d.render.volume import VolumeRenderer
 from sds3d.views import render_view
 from sds3d.world.metrics import best_rotation_iou, ground_truth, per_object_scores, silhouette_iou
@@ -68,6 +72,17 @@ def scene_render_fn(cfg, scene, renderer=None):
     return render
 
 
+def exported_asset_iou(cfg, scene, truth_scene: Scene) -> float:
+    """Silhouette IoU of the mesh the run exports (its surface and albedo, before baking), rasterised."""
+    try:
+        surface = starting_surface(scene, cfg, cfg.export.resolution)
+    except ExportError:
+        return 0.0
+    asset = nn.ModuleDict({"field": surface, "background": scene["background"].cpu()})
+    render = scene_render_fn(cfg, asset, MeshRenderer(cfg.render))
+    return best_rotation_iou(render, truth_scene, cfg.cameras, resolution=RESOLUTION)[0]
+
+
 def score_run(run_dir: Path, prompt: str) -> Dict:
     cfg, scene = api.load_run(run_dir)
     truth_scene, render = parse_caption(prompt), scene_render_fn(cfg, scene)
@@ -77,7 +92,7 @@ def score_run(run_dir: Path, prompt: str) -> Dict:
     azimuth = torch.tensor([-180.0, -90.0, 0.0, 90.0]) - offset
     truth = ground_truth(truth_scene, cfg.cameras, azimuth, RESOLUTION).rgb
     picture = torch.cat([torch.cat(list(rgb), dim=1), torch.cat(list(truth), dim=1)], dim=0)
-    return {"iou": iou, "turn_deg": offset, "colour_error": float(np.mean([o["colour_error"] for o in objects])),
+    return {"iou": iou, "mesh_iou": exported_asset_iou(cfg, scene, truth_scene), "turn_deg": offset, "colour_error": float(np.mean([o["colour_error"] for o in objects])),
             "objects": objects, "picture": picture}
 
 
@@ -134,9 +149,9 @@ def run_quality(methods: Sequence[str], overrides: Sequence[str], out_dir: Path,
 
 
 def format_table(rows: List[Dict]) -> str:
-    lines = [f"{'method':<16} {'set':<9} {'prompt':<44} {'IoU':>5} {'colour':>6} {'steps':>5} {'s/step':>6} {'wall s':>7}"]
+    lines = [f"{'method':<16} {'set':<9} {'prompt':<44} {'IoU':>5} {'GLB IoU':>7} {'colour':>6} {'steps':>5} {'s/step':>6} {'wall s':>7}"]
     for r in rows:
-        lines.append(f"{r['method'] + ' (' + r['objective'] + ')':<16} {r['set']:<9} {r['prompt']:<44} {r['iou']:>5.2f} "
+        lines.append(f"{r['method'] + ' (' + r['objective'] + ')':<16} {r['set']:<9} {r['prompt']:<44} {r['iou']:>5.2f} {r['mesh_iou']:>7.2f} "
                      f"{r['colour_error']:>6.3f} {r['steps']:>5d} {r['s_per_step']:>6.2f} {r['wall_s']:>7.1f}")
         if len(r["objects"]) > 1:
             parts = "  ".join(f"object {k + 1}: IoU {o['iou']:.2f} colour {o['colour_error']:.3f}" for k, o in enumerate(r["objects"]))
