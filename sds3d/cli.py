@@ -56,12 +56,7 @@ def run(
         result = api.resume(resume, overrides)
     else:
         result = api.generate(prompt, config, overrides, layout=layout)
-    for path in result.outputs:
-        typer.echo(f"wrote {path}")
-    typer.echo(f"{result.steps} steps, {result.seconds_per_step:.3f} s/step, run folder {result.run_dir}")
-    if result.interrupted:
-        typer.echo(f"interrupted: continue with  sds3d run --resume {result.run_dir}")
-        raise typer.Exit(130)
+    report(result, f"sds3d run --resume {result.run_dir}")
 
 
 @app.command(context_settings={"allow_extra_args": False})
@@ -84,6 +79,16 @@ def image(
     result = optimise_image(prompt, config, overrides, out)
     typer.echo(f"wrote {result.image_path} and {result.progress_path}")
     typer.echo(f"{result.steps} steps, {result.seconds_per_step:.3f} s/step, folder {result.out_dir}")
+
+
+def report(result, resume_command: str) -> None:
+    """What a finished (or interrupted) run wrote; an interrupted one exits 130 with how to continue."""
+    for path in result.outputs:
+        typer.echo(f"wrote {path}")
+    typer.echo(f"{result.steps} steps, {result.seconds_per_step:.3f} s/step, folder {result.run_dir}")
+    if result.interrupted:
+        typer.echo(f"interrupted: continue with  {resume_command}")
+        raise typer.Exit(130)
 
 
 def split_args(args: Optional[List[str]], command: str):
@@ -151,12 +156,7 @@ def refine(
     if resume and config is not None:
         raise Sds3dError("--resume continues a refinement with its saved config", hint="drop --config; key=value overrides are allowed")
     result = api.refine(run_dir, config, overrides or [], resume)
-    for path in result.outputs:
-        typer.echo(f"wrote {path}")
-    typer.echo(f"{result.steps} steps, {result.seconds_per_step:.3f} s/step, folder {result.run_dir}")
-    if result.interrupted:
-        typer.echo(f"interrupted: continue with  sds3d refine {run_dir} --resume")
-        raise typer.Exit(130)
+    report(result, f"sds3d refine {run_dir} --resume")
 
 
 @app.command()

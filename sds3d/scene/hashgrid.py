@@ -165,6 +165,13 @@ class HashGridEncoding(nn.Module):
         self.register_buffer("offsets", torch.tensor(offsets), persistent=False)
         self.table = nn.Parameter(torch.empty(sum(sizes), features_per_level).uniform_(-1e-4, 1e-4))
 
+
+    @classmethod
+    def from_config(cls, enc) -> "HashGridEncoding":
+        """From a ``scene.encoding`` config section."""
+        return cls(n_levels=enc.levels, features_per_level=enc.features_per_level, log2_table_size=enc.log2_table_size,
+                   base_resolution=enc.base_resolution, max_resolution=enc.max_resolution, backend=enc.backend)
+
     def set_active_levels(self, n: int) -> None:
         """Unlock the first ``n`` levels (clamped to [1, n_levels]); the rest output zeros."""
         self.active_levels = max(1, min(n, self.n_levels))

@@ -18,16 +18,8 @@ class TextureField(nn.Module):
 
     def __init__(self, cfg):
         super().__init__()
-        enc = cfg.encoding
         self.radius = cfg.radius
-        self.encoding = HashGridEncoding(
-            n_levels=enc.levels,
-            features_per_level=enc.features_per_level,
-            log2_table_size=enc.log2_table_size,
-            base_resolution=enc.base_resolution,
-            max_resolution=enc.max_resolution,
-            backend=enc.backend,
-        )
+        self.encoding = HashGridEncoding.from_config(cfg.encoding)
         self.network = mlp(self.encoding.n_output_dims, 3, cfg.mlp_width, cfg.mlp_layers)
 
     @classmethod

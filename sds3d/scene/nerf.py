@@ -28,17 +28,9 @@ class NeRFField(nn.Module):
 
     def __init__(self, cfg, region_codes: Optional[Callable[[torch.Tensor], torch.Tensor]] = None):
         super().__init__()
-        enc = cfg.encoding
         self.cfg = cfg
         self.region_codes = region_codes
-        self.encoding = HashGridEncoding(
-            n_levels=enc.levels,
-            features_per_level=enc.features_per_level,
-            log2_table_size=enc.log2_table_size,
-            base_resolution=enc.base_resolution,
-            max_resolution=enc.max_resolution,
-            backend=enc.backend,
-        )
+        self.encoding = HashGridEncoding.from_config(cfg.encoding)
         self.network = mlp(self.encoding.n_output_dims, 4, cfg.mlp_width, cfg.mlp_layers)
 
     def update_step(self, step: int) -> None:
