@@ -21,6 +21,7 @@ from sds3d.config import load_config, save_config
 from sds3d.errors import ExportError
 from sds3d.export import bake_texture, decimate, write_textured
 from sds3d.export import texture as texture_module
+from sds3d.export.decimate import without_folds
 from sds3d.export.texture import dilate, rasterize_uv
 from sds3d.train import build_scene
 
@@ -152,6 +153,18 @@ def test_padding_fills_every_texel_within_padding_of_the_charts(baked):
 def test_bake_rejects_bad_input_with_an_export_error(mesh, resolution, padding, match):
     with pytest.raises(ExportError, match=match):
         bake_texture(mesh, linear_rgb, resolution, padding)
+
+
+def test_folds_and_zero_area_faces_are_dropped_so_every_normal_has_unit_length():
+    sphere = trimesh.creation.icosphere(subdivisions=2)
+    extra = len(sphere.vertices)
+    flap = [[extra, extra + 1, extra + 2], [extra + 2, extra + 1, extra]]  # back to back: its normals cancel
+    mesh = trimesh.Trimesh(np.vstack([sphere.vertices, [[0.1, 0.1, 0.1], [0.2, 0.1, 0.1], [0.1, 0.2, 0.1]]]),
+                           np.vstack([sphere.faces, flap, [[extra, extra, 0]]]), process=False)
+    assert (np.linalg.norm(mesh.vertex_normals, axis=1) < 1e-6).any()
+    cleaned = without_folds(mesh)
+    assert np.array_equal(cleaned.faces, sphere.faces) and len(cleaned.vertices) == len(sphere.vertices)
+    assert np.allclose(np.linalg.norm(cleaned.vertex_normals, axis=1), 1.0, atol=1e-5)
 
 
 def test_decimation_meets_the_face_budget():
