@@ -18,7 +18,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from sds3d.errors import ConfigError
-from sds3d.scene.hashgrid_layout import GridLayout
+from sds3d.scene.hashgrid_layout import GridLayout, refuse_point_gradient
 
 CUDA_SOURCES = Path(__file__).resolve().parents[2] / "cuda"
 
@@ -50,11 +50,7 @@ def cuda_unavailable_reason(device: torch.device) -> Optional[str]:
 class _HashGridKernel(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, table: Tensor, grid: GridLayout, active_levels: int) -> Tensor:
-        if ctx.needs_input_grad[0]:
-            raise ConfigError(
-                "the cuda hash grid kernel has no gradient with respect to the points",
-                hint="use the torch_per_corner backend (HashGridEncoding does so by itself)",
-            )
+        refuse_point_gradient(ctx, "cuda kernel")
         ext = _build()[0]
         layout = _kernel_layout(grid)
         stream = torch.cuda.current_stream(x.device).cuda_stream

@@ -5,6 +5,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from sds3d.errors import ConfigError
+
 PRIMES = (1, 2654435761, 805459861)
 """The coherent prime hash of tcnn: row = (x * 1) XOR (y * 2654435761) XOR (z * 805459861)."""
 
@@ -42,3 +44,10 @@ class GridLayout(NamedTuple):
         res = self.resolutions[:, None]
         dense_mult = torch.cat([torch.ones_like(res), res, res * res], dim=1)
         return torch.where(self.dense[:, None], dense_mult, torch.tensor(PRIMES, device=res.device))
+
+
+def refuse_point_gradient(ctx, backend: str) -> None:
+    """Table-only backends raise when autograd wants the gradient with respect to the points."""
+    if ctx.needs_input_grad[0]:
+        raise ConfigError(f"the {backend} hash grid has no gradient with respect to the points",
+                          hint="use the torch_per_corner backend (HashGridEncoding does so by itself)")

@@ -14,8 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from sds3d.errors import ConfigError
-from sds3d.scene.hashgrid_layout import GridLayout
+from sds3d.scene.hashgrid_layout import GridLayout, refuse_point_gradient
 
 CORNERS_PER_CHUNK = 2**20
 """Corner rows built at once (8 MB of int64). On CPU, big temporaries are fresh pages from the OS on
@@ -71,11 +70,7 @@ class _FusedEncoding(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, table: Tensor, grid: GridLayout, a: int) -> Tensor:
-        if ctx.needs_input_grad[0]:
-            raise ConfigError(
-                "the fused torch hash grid has no gradient with respect to the points",
-                hint="use the torch_per_corner backend (HashGridEncoding does so by itself)",
-            )
+        refuse_point_gradient(ctx, "fused torch")
         n, n_feats, chunk = x.shape[0], table.shape[1], max(1, CORNERS_PER_CHUNK // (8 * a))
         out = x.new_empty(n, a, n_feats)
         for s in range(0, n, chunk):
