@@ -218,11 +218,16 @@ def prior_train(
     batch_size: int = typer.Option(32),
     dataset_size: int = typer.Option(10000, help="World renders made once and cached in the work folder."),
     seed: int = typer.Option(0),
+    lr: float = typer.Option(1e-3, help="AdamW learning rate."),
+    degrade_prob: float = typer.Option(0.25, help="Chance that an image is degraded (blurred, darkened, ...) and captioned so."),
+    init: Optional[Path] = typer.Option(None, help="A prior folder to start from (e.g. the bundled one); ignored on resume."),
 ):
     """Train the prior on world renders; resumable (rerun the same command)."""
     from sds3d.prior.train import train_prior
 
-    typer.echo(f"wrote {train_prior(out, work, steps, batch_size=batch_size, dataset_size=dataset_size, seed=seed)}")
+    out_dir = train_prior(out, work, steps, batch_size=batch_size, lr=lr, dataset_size=dataset_size, seed=seed,
+                          degrade_prob=degrade_prob, init=init)
+    typer.echo(f"wrote {out_dir}")
 
 
 @prior_app.command("sample")

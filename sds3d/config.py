@@ -56,6 +56,7 @@ CHOICES = {
     "scene.normals": ("analytic", "finite_difference"),
     "scene.encoding.backend": ("auto", "cuda", "torch", "tcnn"),
     "render.background.kind": ("solid", "environment"),
+    "render.light": ("point", "headlight"),
     "image.space": ("auto", "image", "latent"),
     "refine.rasterizer": ("torch", "nvdiffrast"),
 }

@@ -170,6 +170,8 @@ class RenderConfig:
     ambient_only_steps: int = MISSING
     textureless_prob: float = MISSING
     diffuse_prob: float = MISSING
+    light: str = MISSING
+    headlight_lift: float = MISSING
     ambient: float = MISSING
     diffuse: float = MISSING
     background: BackgroundConfig = field(default_factory=BackgroundConfig)

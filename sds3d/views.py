@@ -6,9 +6,10 @@ from typing import List, Sequence
 import numpy as np
 import torch
 
-from sds3d.cameras import orbit_cameras
-from sds3d.export import (TEXTURED_FORMATS, bake_texture, decimate, extract_mesh, write_image, write_mesh,
-                          write_textured, write_video)
+from sds3d.cameras import make_cameras, orbit_cameras
+from sds3d.export import (TEXTURED_FORMATS, bake_texture, decimate, extract_mesh, silhouette_threshold, write_image,
+                          write_mesh, write_textured, write_video)
+from sds3d.render.volume import ray_box_bounds, stratified_depths
 
 # Scene frame (z up, front +x) -> glTF frame (y up, front +z), a proper rotation.
 _TO_GLTF = np.array([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])
@@ -51,16 +52,38 @@ def export_meshes(scene, cfg, run_dir: Path, formats: Sequence[str], resolution:
     return write_asset(nerf_surface(field, cfg, resolution), lambda points: field(points.to(device))[1], cfg, run_dir, formats)
 
 
-def nerf_surface(field, cfg, resolution: int):
-    """The NeRF field's surface by marching cubes, in the scene frame, with vertex colours from its albedo."""
+@torch.no_grad()
+def render_threshold(field, cfg, views: int = 8, resolution: int = 48, samples: int = 192) -> float:
+    """The density level whose isosurface has the silhouette of the field's renders (``silhouette_threshold``),
+    from ``views`` cameras around the object at the eval distance, half at the eval elevation and half
+    above it, with ``samples`` evenly spaced samples per ray."""
     device = next(field.parameters()).device
+    c = cfg.cameras
+    elevation = torch.tensor([c.eval_elevation, c.eval_elevation + 30.0]).repeat_interleave(views // 2)
+    azimuth = torch.arange(views) * (360.0 / (views // 2)) + (elevation > c.eval_elevation) * (180.0 / (views // 2))
+    cameras = make_cameras(elevation, azimuth, torch.full((views,), c.eval_distance), torch.full((views,), c.eval_fovy),
+                           resolution, resolution).to(device)
+    origins, dirs = (t.reshape(-1, 3) for t in cameras.rays())
+    near, far = ray_box_bounds(origins, dirs, cfg.scene.radius)
+    depths = stratified_depths(near, far, samples, jitter=False)
+    points = origins[:, None] + dirs[:, None] * depths[..., None]
+    density = torch.cat([field.density(p) for p in points.reshape(-1, 3).split(65536)]).reshape(depths.shape)
+    optical_depth = (density * ((far - near) / samples)[:, None]).sum(-1)
+    return silhouette_threshold(density.amax(-1).cpu(), optical_depth.cpu())
+
+
+def nerf_surface(field, cfg, resolution: int):
+    """The NeRF field's surface by marching cubes, in the scene frame, with vertex colours from its albedo;
+    at export.threshold, or when that is null at the level whose outline matches the field's renders."""
+    device = next(field.parameters()).device
+    threshold = render_threshold(field, cfg) if cfg.export.threshold is None else cfg.export.threshold
     with torch.no_grad():
         return extract_mesh(
             field.density,
             lambda points: field(points)[1],
             radius=cfg.scene.radius,
             resolution=resolution,
-            threshold=cfg.export.threshold,
+            threshold=threshold,
             reference_step=2.0 * cfg.scene.radius / (cfg.render.samples + cfg.render.importance_samples),
             min_component_fraction=cfg.export.min_component_fraction,
             device=device,

@@ -7,6 +7,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from sds3d.prior.model import MAX_TOKENS
 from sds3d.errors import ConfigError
 from sds3d.guides import load_guide
 from sds3d.guides.pixel import PixelGuide
@@ -94,7 +95,7 @@ def test_if_predict_noise_keeps_eps_channels_of_learned_variance_output(if_guide
 
 def test_prior_embeds_world_captions(prior_guide):
     emb = prior_guide.embed(["a red cube to the left of a blue sphere, front view", "a green torus", ""])
-    assert emb.shape == (3, 20, 64)  # prior: MAX_TOKENS 20, text width 64
+    assert emb.shape == (3, MAX_TOKENS, 64)  # text width 64
     assert torch.isfinite(emb).all()
     assert not torch.allclose(emb[0], emb[1])
     assert prior_guide.resolution == 16

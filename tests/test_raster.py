@@ -13,7 +13,7 @@ from sds3d.cameras import make_cameras
 from sds3d.errors import ConfigError
 from sds3d.render.raster import MeshRenderer, fragments, interpolate, project, rasterize
 
-SHADING = SimpleNamespace(ambient=0.1, diffuse=0.9)
+SHADING = SimpleNamespace(ambient=0.1, diffuse=0.9, light="point", headlight_lift=0.6)
 
 
 class Surface:

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from sds3d.cameras import make_cameras
 from sds3d.render.background import Background
-from sds3d.render.shading import pick_shading, shade
+from sds3d.render.shading import light_directions, pick_shading, shade
 from sds3d.render.volume import (RenderOutput, VolumeRenderer, ray_box_bounds, sample_pdf,
                                  weights_from_density)
 
@@ -29,7 +29,7 @@ class Sphere:
 
 
 def renderer(samples=128, importance=0, radius=1.0):
-    cfg = SimpleNamespace(samples=samples, importance_samples=importance, chunk=4096, ambient=0.1, diffuse=0.9)
+    cfg = SimpleNamespace(samples=samples, importance_samples=importance, chunk=4096, ambient=0.1, diffuse=0.9, light="point", headlight_lift=0.6)
     return VolumeRenderer(cfg, radius)
 
 
@@ -138,23 +138,24 @@ def test_orientation_penalty_is_zero_for_outward_normals_and_positive_for_flippe
 
 
 def test_textureless_shading_ignores_albedo():
-    normals, points, lights = torch.tensor([[0.0, 0.0, 1.0]]), torch.zeros(1, 3), torch.tensor([[0.0, 1.0, 1.0]])
-    a = shade(torch.tensor([[0.9, 0.1, 0.2]]), normals, points, lights, "textureless", 0.1, 0.9)
-    b = shade(torch.tensor([[0.1, 0.7, 0.4]]), normals, points, lights, "textureless", 0.1, 0.9)
+    normals, light_dir = torch.tensor([[0.0, 0.0, 1.0]]), F.normalize(torch.tensor([[0.0, 1.0, 1.0]]), dim=-1)
+    a = shade(torch.tensor([[0.9, 0.1, 0.2]]), normals, light_dir, "textureless", 0.1, 0.9)
+    b = shade(torch.tensor([[0.1, 0.7, 0.4]]), normals, light_dir, "textureless", 0.1, 0.9)
     assert torch.equal(a, b)
     assert torch.allclose(a, torch.full((1, 3), 0.1 + 0.9 / math.sqrt(2)))
 
 
 def test_albedo_shading_returns_the_albedo():
     albedo = torch.rand(7, 3)
-    assert torch.equal(shade(albedo, None, torch.zeros(7, 3), torch.ones(7, 3), "albedo", 0.1, 0.9), albedo)
+    assert torch.equal(shade(albedo, None, torch.ones(7, 3), "albedo", 0.1, 0.9), albedo)
 
 
 @pytest.mark.parametrize("mode", ["diffuse", "textureless"])
 def test_light_behind_the_surface_gives_ambient_only(mode):
     albedo = torch.tensor([[0.5, 0.2, 0.8]])
     normals, points, light = torch.tensor([[0.0, 0.0, 1.0]]), torch.zeros(1, 3), torch.tensor([[0.0, 0.0, -5.0]])
-    out = shade(albedo, normals, points, light, mode, 0.1, 0.9)
+    cfg = SimpleNamespace(light="point", headlight_lift=0.6)
+    out = shade(albedo, normals, light_directions(cfg, points, light, torch.zeros(1, 3)), mode, 0.1, 0.9)
     base = albedo if mode == "diffuse" else torch.ones_like(albedo)
     assert torch.allclose(out, 0.1 * base)
 
@@ -187,3 +188,21 @@ def test_environment_background_is_in_unit_range_with_the_right_shape():
     assert out.shape == (2, 4, 5, 3) and out.dtype == torch.float32
     assert out.min() >= 0.0 and out.max() <= 1.0
     assert out.requires_grad  # learned: gradients reach the MLP
+
+
+def test_headlight_renders_a_ball_as_the_prior_s_world_does():
+    """The training renders must look like the bundled prior's images: same light, ambient and strength."""
+    from sds3d.config import load_config
+    from sds3d.world.render import render_scenes
+    from sds3d.world.scenes import COLORS, single
+
+    render_cfg = load_config(prompt="a red sphere").render
+    cams = make_cameras(torch.tensor([20.0]), torch.tensor([30.0]), torch.tensor([1.8]), torch.tensor([50.0]), 32, 32)
+    world = render_scenes([single("sphere", "red")], cams, supersample=1, steps=96)
+    ball = Sphere(radius=0.5, density=1e4, albedo=COLORS["red"])
+    with torch.no_grad():
+        out = VolumeRenderer(render_cfg, 1.0).render(ball, solid_background(), cams, shading="diffuse")
+    inside = (world.mask[0] > 0.5) & (out.opacity[0, ..., 0] > 0.999)
+    assert inside.sum() > 100
+    # Samples sit up to a step inside the ball, so the normals (hence the shading) differ slightly.
+    assert (out.rgb[0][inside] - world.rgb[0][inside]).abs().mean() < 0.01

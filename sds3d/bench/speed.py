@@ -53,10 +53,10 @@ def time_guide_calls(guide, timer: PartTimer, calls: List[tuple]) -> None:
     (an instance attribute shadowing the method, so every objective's calls go through it)."""
     predict = guide.predict_noise
 
-    def timed(x_t, t, embeddings):
-        calls.append((x_t, t, embeddings))
+    def timed(x_t, t, embeddings, **kwargs):
+        calls.append(((x_t, t, embeddings), kwargs))
         with timer("guide calls"):
-            return predict(x_t, t, embeddings)
+            return predict(x_t, t, embeddings, **kwargs)
 
     guide.predict_noise = timed
 
@@ -82,8 +82,8 @@ def guide_floor(predict, calls: Sequence[tuple], repeats: int, timer: PartTimer)
     timer.sync()
     began = time.perf_counter()
     for _ in range(repeats):
-        for call in calls:
-            predict(*call)
+        for args, kwargs in calls:
+            predict(*args, **kwargs)
     timer.sync()
     return (time.perf_counter() - began) / repeats
 

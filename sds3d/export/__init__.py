@@ -2,7 +2,7 @@
 
 from sds3d.export.decimate import decimate
 from sds3d.export.gltf import TEXTURED_FORMATS, write_textured
-from sds3d.export.isosurface import auto_threshold, extract_mesh, sample_grid
+from sds3d.export.isosurface import auto_threshold, extract_mesh, sample_grid, silhouette_threshold
 from sds3d.export.mesh_io import MESH_FORMATS, write_image, write_mesh, write_video
 from sds3d.export.texture import bake_texture
 
@@ -14,6 +14,7 @@ __all__ = [
     "decimate",
     "extract_mesh",
     "sample_grid",
+    "silhouette_threshold",
     "write_image",
     "write_mesh",
     "write_textured",

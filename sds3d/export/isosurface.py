@@ -60,6 +60,25 @@ def auto_threshold(density_grid: torch.Tensor, reference_step: float) -> float:
     return min(math.log(2) / reference_step, 0.5 * peak)
 
 
+def silhouette_threshold(max_density: torch.Tensor, optical_depth: torch.Tensor, candidates: int = 64) -> float:
+    """The density level whose isosurface outlines what the volume renderer draws.
+
+    For rays [R] through the field, ``max_density`` is the highest density along each and ``optical_depth``
+    the integral of density. The renderer shows a ray (opacity above 0.5) when its optical depth exceeds
+    ln 2; the level-L surface covers it when its density exceeds L somewhere. Of ``candidates`` levels,
+    log-spaced below the peak, the one whose coverage has the best IoU with the render's is returned, so
+    the exported mesh has the render's silhouette, haze included when the render shows haze.
+    """
+    peak = float(max_density.max())
+    if not math.isfinite(peak) or peak <= 0:
+        raise ExportError(f"the field has no positive density (max {peak:.4g})", hint="train longer before exporting")
+    shown = optical_depth > math.log(2)
+    levels = peak * torch.logspace(-3, 0, candidates, dtype=max_density.dtype)[:-1]
+    covered = max_density[None] > levels[:, None]  # [L, R]
+    union = (covered | shown).sum(-1).clamp(min=1)
+    return float(levels[((covered & shown).sum(-1) / union).argmax()])
+
+
 def _drop_small_components(mesh: trimesh.Trimesh, min_fraction: float) -> trimesh.Trimesh:
     labels = trimesh.graph.connected_component_labels(mesh.face_adjacency, node_count=len(mesh.faces))
     sizes = np.bincount(labels)

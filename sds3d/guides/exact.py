@@ -1,6 +1,11 @@
 """The Bayes-optimal denoiser of a finite image set, as a Guide: exact noise predictions for the
 benchmark world with no training, for tests and as the upper bound of what a trained prior can give.
 
+Given the cameras of the views it judges (``view_aware``), a prompt's set is the scene rendered from each
+view's own camera and a few neighbours, the exact denoiser of the caption's images near that camera:
+the true object is then a fixed point of score distillation, so a run measures the pipeline, not the
+coverage of a finite set. Without cameras (the 2D playground) the set is a fixed draw of training views.
+
 With x_t = a_t x_0 + s_t eps and x_0 drawn uniformly from the set {x_i} (pixel space, [-1, 1]):
 E[x_0 | x_t] = sum_i softmax_i(-||x_t - a_t x_i||^2 / (2 s_t^2)) x_i and eps = (x_t - a_t E[x_0 | x_t]) / s_t,
 where a_t = sqrt(abar_t), s_t = sqrt(1 - abar_t).
@@ -11,7 +16,7 @@ from typing import Dict, List, Tuple
 
 import torch
 
-from sds3d.cameras import VIEWS, sample_cameras, view_labels
+from sds3d.cameras import VIEWS, Cameras, make_cameras, sample_cameras, view_labels
 from sds3d.config import load_config
 from sds3d.errors import ConfigError
 from sds3d.guides.pixel import pixel_decode, pixel_encode
@@ -21,6 +26,8 @@ from sds3d.world.scenes import parse_caption
 log = logging.getLogger("sds3d")
 
 _UNION = 0  # the set id of the empty prompt
+# (elevation, azimuth) offsets in degrees of a view's neighbours, the view itself first.
+NEIGHBOURS = ((0.0, 0.0), (0.0, 10.0), (0.0, -10.0), (5.0, 0.0), (-5.0, 0.0))
 _FORM = ("world captions: 'a <colour> <shape>', 'a <colour> <shape> to the left of a <colour> <shape>' or "
          "'... on top of ...', optionally followed by ', <front|side|back|overhead> view'")
 
@@ -38,6 +45,7 @@ class ExactDenoiserGuide:
 
     interpolates_embeddings = False  # embeddings are image-set ids
     latent = False
+    view_aware = True  # predict_noise takes the views' cameras
 
     def __init__(self, device: torch.device, resolution: int = 32, views: int = 64, seed: int = 0):
         from diffusers import DDPMScheduler
@@ -107,8 +115,25 @@ class ExactDenoiserGuide:
             union.setdefault(caption, []).append(keep)
         return torch.cat([self._renders[c][0][torch.cat(k).unique()] for c, k in union.items()])
 
+    def captions(self, set_id: int) -> List[str]:
+        """The scene captions behind an embedding's id (every one embedded so far for the empty prompt)."""
+        if set_id != _UNION:
+            return [self._sets[set_id - 1][0]]
+        return list(dict.fromkeys(caption for caption, _ in self._sets))
+
+    def view_images(self, set_id: int, cameras: Cameras, b: int) -> torch.Tensor:
+        """The set [N, 3, r, r] of an embedding's scenes seen from camera ``b`` of ``cameras`` and its ``NEIGHBOURS``."""
+        captions = self.captions(set_id)
+        offsets = torch.tensor(NEIGHBOURS).repeat(len(captions), 1)
+        count = len(offsets)
+        near = make_cameras(cameras.elevation[b].cpu() + offsets[:, 0], cameras.azimuth[b].cpu() + offsets[:, 1],
+                            cameras.distance[b].cpu().expand(count), cameras.fovy[b].cpu().expand(count),
+                            self.resolution, self.resolution)
+        rgb = render_scenes([parse_caption(c) for c in captions for _ in NEIGHBOURS], near).rgb
+        return (rgb.permute(0, 3, 1, 2) * 2.0 - 1.0).to(self.device)
+
     @torch.no_grad()
-    def predict_noise(self, x_t: torch.Tensor, t: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
+    def predict_noise(self, x_t: torch.Tensor, t: torch.Tensor, embeddings: torch.Tensor, cameras: Cameras = None) -> torch.Tensor:
         conditions, batch = embeddings.shape[:2]
         ids = embeddings.reshape(conditions, batch).round().long()
         shape = (batch,) + (1,) * (x_t.dim() - 1)
@@ -117,7 +142,13 @@ class ExactDenoiserGuide:
         x0 = torch.empty(conditions, *x_t.shape, device=x_t.device)
         for set_id in ids.unique().tolist():
             c, b = (ids == set_id).nonzero(as_tuple=True)
-            x0[c, b] = posterior_mean(self.images(set_id), x_t[b].float(), a[b], s[b])
+            if cameras is None:
+                x0[c, b] = posterior_mean(self.images(set_id), x_t[b].float(), a[b], s[b])
+                continue
+            for item in b.unique().tolist():
+                rows = c[b == item]
+                mean = posterior_mean(self.view_images(set_id, cameras, item), x_t[item : item + 1].float(), a[item : item + 1], s[item : item + 1])
+                x0[rows, item] = mean.expand(len(rows), *mean.shape[1:])
         return (x_t.float()[None] - a[None] * x0) / s[None]
 
 

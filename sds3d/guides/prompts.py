@@ -44,6 +44,7 @@ class Conditions:
     labels: List[str]  # view label of each row
     perp_neg: Optional[PerpNegatives] = None
     regions: Optional[Regions] = None  # with a layout
+    cameras: Optional[Cameras] = None  # the batch's cameras, for guides that condition on the view (``view_aware``)
 
 
 class EmbeddingCache:
@@ -131,6 +132,7 @@ class PromptSet:
             labels=labels,
             perp_neg=perp_neg,
             regions=self._regions(cameras, labels, semantic) if self.layout else None,
+            cameras=cameras,
         )
 
     def _regions(self, cameras: Cameras, labels: List[str], semantic: Optional[torch.Tensor]) -> Regions:

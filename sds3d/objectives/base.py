@@ -55,13 +55,14 @@ def predict(guide, x_t: torch.Tensor, t: torch.Tensor, conditions, names: Sequen
 
     With region weights (``conditions.regions.mix`` [K + 1, B, 1, h, w], set by the semantic objective)
     the K region sub-prompts join that call and eps["cond"] becomes the per-pixel mix
-    sum_k mix_k eps(y_k) + mix_K eps(cond).
+    sum_k mix_k eps(y_k) + mix_K eps(cond). A ``view_aware`` guide also gets the batch's cameras.
     """
     embeddings = [getattr(conditions, name) for name in names]
     negatives = list(conditions.perp_neg.embeddings) if conditions.perp_neg is not None else []
     regions = conditions.regions if conditions.regions is not None and conditions.regions.mix is not None else None
     extra = list(regions.cond) if regions is not None else []
-    eps = guide.predict_noise(x_t, t, torch.stack(embeddings + negatives + extra))
+    view = {"cameras": conditions.cameras} if getattr(guide, "view_aware", False) and conditions.cameras is not None else {}
+    eps = guide.predict_noise(x_t, t, torch.stack(embeddings + negatives + extra), **view)
     n, p = len(names), len(negatives)
     out = {**dict(zip(names, eps)), "perp_neg": eps[n : n + p]}
     if regions is not None and "cond" in out:

@@ -11,10 +11,17 @@ from diffusers import DDIMScheduler, UNet2DConditionModel
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerFast
 
+from sds3d.prior.degrade import degradation_words
 from sds3d.world.scenes import vocabulary
 
 SPECIAL = ("[PAD]", "[UNK]", "[BOS]", "[EOS]")
-MAX_TOKENS = 20  # "a red cube to the left of a blue sphere , front view" is 13 words
+MAX_TOKENS = 32  # NFSD's negative prompt is 24 tokens; a pair caption with a view and two degradations about 20
+
+
+def prior_words() -> list:
+    """The world's words, then the degradation words it lacks: appended, so the first prior's token ids hold."""
+    world = vocabulary()
+    return world + [w for w in degradation_words() if w not in world]
 
 
 @dataclass
@@ -37,8 +44,8 @@ class Prior:
 
 
 def build_tokenizer(words=None) -> PreTrainedTokenizerFast:
-    """Word-level: one token per world word; anything else is [UNK], which the guide reports."""
-    vocab = {w: i for i, w in enumerate([*SPECIAL, *(words or vocabulary())])}
+    """Word-level: one token per world or degradation word; anything else is [UNK], which the guide reports."""
+    vocab = {w: i for i, w in enumerate([*SPECIAL, *(words or prior_words())])}
     tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
     tokenizer.post_processor = processors.TemplateProcessing(

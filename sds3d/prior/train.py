@@ -3,6 +3,7 @@ jointly, EMA weights exported in diffusers format. Resumable from ``<work_dir>/c
 
 import json
 import logging
+import random
 import shutil
 import time
 from pathlib import Path
@@ -10,13 +11,16 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from diffusers import UNet2DConditionModel
 from diffusers.training_utils import EMAModel
+from transformers import CLIPTextModel
 from tqdm import tqdm
 
 from sds3d.atomic import atomic_write
 from sds3d.checkpoint import rng_state, set_rng_state
 from sds3d.config import load_config
 from sds3d.prior.data import render_dataset
+from sds3d.prior.degrade import degrade_batch
 from sds3d.prior.model import MAX_TOKENS, Prior, build_prior
 
 log = logging.getLogger("sds3d")
@@ -51,19 +55,41 @@ def export_ema(prior: Prior, modules: nn.ModuleDict, ema: EMAModel, out_dir: Pat
     tmp.rename(out_dir)
 
 
+def warm_start(prior: Prior, folder: Path) -> None:
+    """Copies a saved prior's weights into ``prior``, whose tokenizer may know more words and take longer
+    prompts: the old token and position embeddings keep their rows, the new rows keep their fresh init."""
+    old = Prior(UNet2DConditionModel.from_pretrained(folder / "unet"), CLIPTextModel.from_pretrained(folder / "text_encoder"),
+                None, None)
+    prior.unet.load_state_dict(old.unet.float().state_dict())
+    new_state, old_state = prior.text_encoder.state_dict(), old.text_encoder.state_dict()
+    for name, value in old_state.items():
+        if new_state[name].shape == value.shape:
+            new_state[name] = value
+        else:  # the embedding tables: copy the leading rows the old model had
+            new_state[name][: value.shape[0]] = value
+    prior.text_encoder.load_state_dict(new_state)
+
+
 def train_prior(out_dir: Path, work_dir: Path, steps: int, batch_size: int = 32, lr: float = 1e-3,
                 dataset_size: int = 12000, resolution: int = 32, seed: int = 0, cond_dropout: float = 0.1,
-                save_every: int = 250, log_every: int = 25, channels=(32, 64, 64)) -> Path:
+                save_every: int = 250, log_every: int = 25, channels=(32, 64, 64), degrade_prob: float = 0.25,
+                init: Path = None) -> Path:
+    """``degrade_prob``: chance that a training image is degraded and captioned so (``degrade.py``);
+    ``init``: a saved prior folder to start from (ignored when the work folder holds a checkpoint)."""
     out_dir, work_dir = Path(out_dir), Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     images, captions = load_dataset(work_dir, dataset_size, resolution, seed)
     prior = build_prior(resolution, channels)
+    ckpt_path = work_dir / "ckpt.pt"
+    if init is not None and not ckpt_path.is_file():
+        warm_start(prior, Path(init))
+        log.info("prior: starting from %s", init)
     modules = nn.ModuleDict({"unet": prior.unet, "text_encoder": prior.text_encoder})
     optimizer = torch.optim.AdamW(modules.parameters(), lr=lr, weight_decay=1e-4)
     ema = EMAModel(modules.parameters(), decay=0.999, use_ema_warmup=True, power=0.75)
     alphas = prior.scheduler.alphas_cumprod
-    ckpt_path, start = work_dir / "ckpt.pt", 0
+    start = 0
     if ckpt_path.is_file():
         state = torch.load(ckpt_path, weights_only=False)
         modules.load_state_dict(state["modules"])
@@ -76,8 +102,10 @@ def train_prior(out_dir: Path, work_dir: Path, steps: int, batch_size: int = 32,
     began = time.perf_counter()
     for step in tqdm(range(start, steps), initial=start, total=steps, desc="prior", unit="step"):
         idx = torch.randint(0, images.shape[0], (batch_size,))
-        x = images[idx].float() / 127.5 - 1.0
-        text = ["" if torch.rand(()).item() < cond_dropout else captions[i] for i in idx.tolist()]
+        # Keyed by the step, so a resumed run degrades the same images the same way.
+        batch, text = degrade_batch(images[idx], [captions[i] for i in idx.tolist()], degrade_prob, random.Random(seed * 1_000_003 + step))
+        x = batch.float() / 127.5 - 1.0
+        text = ["" if torch.rand(()).item() < cond_dropout else caption for caption in text]
         t = torch.randint(0, alphas.shape[0], (batch_size,))
         noise = torch.randn_like(x)
         a = alphas[t].view(-1, 1, 1, 1)

@@ -11,7 +11,7 @@ import math
 import torch
 
 from sds3d.errors import ConfigError
-from sds3d.render.shading import shade
+from sds3d.render.shading import light_directions, shade
 
 
 class OccupancySampler:
@@ -29,8 +29,9 @@ class OccupancySampler:
         self.step_size = 2.0 * math.sqrt(3.0) * radius / samples_per_ray
         self.renders = 0
 
-    def render_rays(self, field, origins, dirs, light, bg, shading: str, with_normals: bool, ambient: float, diffuse: float):
-        """The same outputs as ``VolumeRenderer._render_rays``, per ray [N, ...], from packed samples."""
+    def render_rays(self, field, origins, dirs, light, bg, shading: str, with_normals: bool, cfg):
+        """The same outputs as ``VolumeRenderer._render_rays``, per ray [N, ...], from packed samples; ``cfg``
+        is the render config (light and its strengths)."""
         acc, n = self.nerfacc, origins.shape[0]
         if torch.is_grad_enabled():
             self.estimator.update_every_n_steps(self.renders, lambda x: field.density(x) * self.step_size, occ_thre=0.01)
@@ -51,7 +52,7 @@ class OccupancySampler:
             return acc.accumulate_along_rays(weights, values, ray_indices=rays, n_rays=n)
 
         opacity = composite(None)
-        color = shade(albedo, normals, points, light[rays], shading, ambient, diffuse)
+        color = shade(albedo, normals, light_directions(cfg, points, light[rays], dirs[rays]), shading, cfg.ambient, cfg.diffuse)
         region_codes = getattr(field, "region_codes", None)
         out = {"rgb": composite(color) + (1.0 - opacity) * bg, "opacity": opacity, "depth": composite(depths[:, None]),
                "normal": None, "orient": None,

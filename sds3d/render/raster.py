@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from sds3d.errors import ConfigError
-from sds3d.render.shading import shade
+from sds3d.render.shading import light_directions, shade
 from sds3d.render.volume import RenderOutput
 
 NEAR = 1e-3  # triangles with a vertex nearer than this (or behind the camera) are not drawn
@@ -258,7 +258,9 @@ class MeshRenderer:
         points = interpolate(vertices, faces, frags)  # [N, 3]
         normals = F.normalize(interpolate(vertex_normals(vertices, faces), faces, frags), dim=-1)
         light = cameras.light_position.to(points.dtype)[frags.batch]
-        color = shade(surface.albedo(points), normals, points, light, shading, self.cfg.ambient, self.cfg.diffuse)
+        ray_dirs = F.normalize(points - cameras.position.to(points.dtype)[frags.batch], dim=-1)
+        light_dir = light_directions(self.cfg, points, light, ray_dirs)
+        color = shade(surface.albedo(points), normals, light_dir, shading, self.cfg.ambient, self.cfg.diffuse)
         distance = (points - cameras.position.to(points.dtype)[frags.batch]).norm(dim=-1, keepdim=True)
         packed = torch.cat([color.to(points.dtype), normals, distance, torch.ones_like(distance)], dim=-1)  # [N, 8]
         image = torch.zeros(len(cameras), cameras.height, cameras.width, 8, dtype=points.dtype, device=points.device)

@@ -15,7 +15,7 @@ from typing import Optional
 import torch
 
 from sds3d.render.occupancy import OccupancySampler
-from sds3d.render.shading import shade
+from sds3d.render.shading import light_directions, shade
 
 log = logging.getLogger("sds3d")
 
@@ -124,13 +124,13 @@ class VolumeRenderer:
     def _visible_normals(field, points, weights):
         """Normals [N*S, 3] of the samples that can show in a picture (weight above 1e-5), zero elsewhere.
 
-        For renders without gradients (validation, video): a pixel's error is under 48 * 1e-5, far below
-        one 8-bit level, and most samples are empty space, so this skips most of the normals' field queries.
+        A pixel's error is under 48 * 1e-5, far below one 8-bit level, and the gradient through a skipped
+        normal is as small; most samples are empty space, so this skips most of the normals' field queries
+        (differentiable ones too, in training renders).
         """
-        visible = weights.reshape(-1) > 1e-5
-        normals = torch.zeros_like(points)
-        normals[visible] = field.query(points[visible], True)[2]
-        return normals
+        visible = weights.detach().reshape(-1) > 1e-5
+        normals = field.query(points[visible], True)[2]
+        return torch.zeros_like(points, dtype=normals.dtype).index_put((visible.nonzero()[:, 0],), normals)
 
     def _occupancy_sampler(self, device: torch.device):
         """nerfacc's sampler where ``occupancy_grid`` is set and the rays are on CUDA, else None; logs the choice."""
@@ -145,17 +145,18 @@ class VolumeRenderer:
     def _render_rays(self, field, origins, dirs, light, bg, shading: str, with_normals: bool):
         sampler = self._occupancy_sampler(origins.device)
         if sampler is not None:
-            return sampler.render_rays(field, origins, dirs, light, bg, shading, with_normals, self.cfg.ambient, self.cfg.diffuse)
+            return sampler.render_rays(field, origins, dirs, light, bg, shading, with_normals, self.cfg)
         depths, far = self._sample_points(field, origins, dirs)
         n, s = depths.shape
         points = (origins[:, None] + dirs[:, None] * depths[..., None]).reshape(-1, 3)  # [N*S, 3]
         need_normals = with_normals or shading != "albedo"
-        density, albedo, normals = field.query(points, need_normals and torch.is_grad_enabled())
+        density, albedo, _ = field.query(points, False)
         weights = self._weights(density, depths, far)  # [N, S]
-        if need_normals and normals is None:
-            normals = self._visible_normals(field, points, weights)
+        normals = self._visible_normals(field, points, weights) if need_normals else None
         lights = light[:, None].expand(n, s, 3).reshape(-1, 3)
-        color = shade(albedo, normals, points, lights, shading, self.cfg.ambient, self.cfg.diffuse).reshape(n, s, 3)
+        ray_dirs = dirs[:, None].expand(n, s, 3).reshape(-1, 3)
+        light_dir = light_directions(self.cfg, points, lights, ray_dirs)
+        color = shade(albedo, normals, light_dir, shading, self.cfg.ambient, self.cfg.diffuse).reshape(n, s, 3)
         opacity = weights.sum(-1, keepdim=True)
         region_codes = getattr(field, "region_codes", None)
         out = {
