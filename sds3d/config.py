@@ -201,10 +201,13 @@ def validate(cfg: DictConfig, objective_names: Sequence[str] = ()) -> None:
             raise ConfigError(f"{key}: lower bound {low} is above upper bound {high}", hint=f"give {key}=[low,high] with low <= high")
     positive = ("scene.particles", "train.steps", "render.width", "render.height", "render.samples", "cameras.batch_size", "export.resolution",
                 "image.steps", "image.frames", "objective.ism.inversion_stride", "objective.ism.inversion_steps",
-                "objective.vsd.lora_rank", "refine.steps", "refine.width", "refine.height", "refine.mesh_resolution")
+                "objective.vsd.lora_rank", "refine.steps", "refine.width", "refine.height", "refine.mesh_resolution",
+                "scene.occupancy.every")
     for key in positive:
         if OmegaConf.select(cfg, key) <= 0:
             raise ConfigError(f"{key} must be positive, got {OmegaConf.select(cfg, key)}")
+    if cfg.scene.occupancy.resolution < 0:
+        raise ConfigError(f"scene.occupancy.resolution must be 0 (off) or more, got {cfg.scene.occupancy.resolution}", hint="e.g. 32")
     if cfg.render.latent_warmup_steps < 0:
         raise ConfigError(f"render.latent_warmup_steps must be 0 or more, got {cfg.render.latent_warmup_steps}")
     for key in ("objective.nfsd.switch", "objective.vsd.camera_dropout"):

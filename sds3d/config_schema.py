@@ -136,10 +136,18 @@ class HashGridConfig:
 
 
 @dataclass
+class OccupancyConfig:
+    resolution: int = MISSING
+    every: int = MISSING
+    threshold: float = MISSING
+
+
+@dataclass
 class SceneConfig:
     radius: float = MISSING
     particles: int = MISSING
     encoding: HashGridConfig = field(default_factory=HashGridConfig)
+    occupancy: OccupancyConfig = field(default_factory=OccupancyConfig)
     mlp_width: int = MISSING
     mlp_layers: int = MISSING
     density_bias: str = MISSING

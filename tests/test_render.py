@@ -206,3 +206,32 @@ def test_headlight_renders_a_ball_as_the_prior_s_world_does():
     assert inside.sum() > 100
     # Samples sit up to a step inside the ball, so the normals (hence the shading) differ slightly.
     assert (out.rgb[0][inside] - world.rgb[0][inside]).abs().mean() < 0.01
+
+
+def test_occupancy_skipping_renders_what_the_dense_sampler_renders():
+    """A fresh field is an analytic blob (the network's output zeroed); with its grid built, the skipping
+    sampler must render it as the dense one does, and skip most samples."""
+    from sds3d.config import load_config
+    from sds3d.scene.nerf import NeRFField
+
+    cfg = load_config(prompt="a red cube")
+    skipping = NeRFField(cfg.scene)
+    torch.nn.init.zeros_(skipping.network[-1].weight)
+    torch.nn.init.zeros_(skipping.network[-1].bias)
+    skipping.update_step(0)
+    dense = NeRFField(cfg.scene)
+    dense.load_state_dict(skipping.state_dict())
+    dense.occupied = None
+    assert 0.01 < skipping.occupancy.cells.float().mean() < 0.3
+    cams = make_cameras(torch.tensor([15.0, 40.0]), torch.tensor([0.0, 120.0]), torch.tensor([1.75, 1.5]),
+                        torch.tensor([55.0, 40.0]), 24, 24)
+    render = VolumeRenderer(cfg.render, cfg.scene.radius)
+    torch.manual_seed(0)
+    a = render.render(skipping, solid_background(), cams, "diffuse")
+    torch.manual_seed(0)
+    b = render.render(dense, solid_background(), cams, "diffuse")
+    assert a.opacity.max() > 0.9
+    torch.testing.assert_close(a.opacity, b.opacity, atol=2.5e-3, rtol=0)
+    torch.testing.assert_close(a.rgb, b.rgb, atol=2.5e-3, rtol=0)
+    a.rgb.sum().backward()  # and gradients flow through the kept samples
+    assert skipping.network[-1].weight.grad.abs().sum() > 0

@@ -2,7 +2,8 @@
 
 Per ray: stratified samples between the ray's entry and exit of the scene cube, a no-grad coarse
 pass whose weights place ``importance_samples`` more samples where the surface is, then one
-differentiable pass over all samples. The field arrives as an object with ``query(points,
+differentiable pass over all samples. A field with an ``occupied(points) -> bool [N]`` attribute (not
+None) is queried only at the samples it marks (empty-space skipping). The field arrives as an object with ``query(points,
 with_normals) -> (density, albedo, normals)``, so this module never imports the scene; a field with a
 ``region_codes(points) -> [N, K]`` attribute (not None) also gets its codes composited into ``semantic``.
 With ``occupancy_grid`` and rays on CUDA, nerfacc's occupancy grid samples them instead (``occupancy.py``).
@@ -109,11 +110,23 @@ class VolumeRenderer:
         depths = stratified_depths(near, far, self.cfg.samples, jitter)
         if self.cfg.importance_samples > 0:
             with torch.no_grad():
-                coarse = self._weights(field.query((origins[:, None] + dirs[:, None] * depths[..., None]).reshape(-1, 3), False)[0],
+                coarse = self._weights(self._query(field, (origins[:, None] + dirs[:, None] * depths[..., None]).reshape(-1, 3))[0],
                                        depths, far)
                 fine = sample_pdf(depths, coarse, self.cfg.importance_samples, jitter)
             depths, _ = torch.sort(torch.cat([depths, fine], dim=-1), dim=-1)
         return depths, far
+
+    @staticmethod
+    def _query(field, points):
+        """density [N], albedo [N, 3], querying the field only where its ``occupied`` (if any) says a sample
+        can have density: elsewhere density and albedo are 0."""
+        occupied = getattr(field, "occupied", None)
+        if occupied is None:
+            return field.query(points, False)[:2]
+        keep = occupied(points).nonzero()[:, 0]
+        density, albedo, _ = field.query(points[keep], False)
+        return (torch.zeros(points.shape[0], dtype=density.dtype, device=points.device).index_put((keep,), density),
+                torch.zeros(points.shape[0], 3, dtype=albedo.dtype, device=points.device).index_put((keep,), albedo))
 
     @staticmethod
     def _weights(density, depths, far):
@@ -150,7 +163,7 @@ class VolumeRenderer:
         n, s = depths.shape
         points = (origins[:, None] + dirs[:, None] * depths[..., None]).reshape(-1, 3)  # [N*S, 3]
         need_normals = with_normals or shading != "albedo"
-        density, albedo, _ = field.query(points, False)
+        density, albedo = self._query(field, points)
         weights = self._weights(density, depths, far)  # [N, S]
         normals = self._visible_normals(field, points, weights) if need_normals else None
         lights = light[:, None].expand(n, s, 3).reshape(-1, 3)

@@ -7,6 +7,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from sds3d.scene.hashgrid import HashGridEncoding, active_levels_at
+from sds3d.scene.occupancy import OccupancyGrid
 
 
 def mlp(in_dim: int, out_dim: int, width: int, hidden_layers: int) -> nn.Sequential:
@@ -23,7 +24,8 @@ class NeRFField(nn.Module):
     density = softplus(raw - 1 + bias(x)); with the Magic3D blob, bias = scale * (1 - |x| / std), so a
     fresh field is a soft ball at the origin that SDS then sculpts. albedo = sigmoid(raw).
     ``region_codes`` (a layout's, points [N, 3] -> [N, K]) gives every point the code of its region,
-    which the renderer composites into a semantic map.
+    which the renderer composites into a semantic map. With ``occupancy.resolution`` > 0 the field keeps
+    an occupancy grid, and ``occupied(points) -> bool [N]`` tells the renderer which samples it may skip.
     """
 
     def __init__(self, cfg, region_codes: Optional[Callable[[torch.Tensor], torch.Tensor]] = None):
@@ -32,10 +34,15 @@ class NeRFField(nn.Module):
         self.region_codes = region_codes
         self.encoding = HashGridEncoding.from_config(cfg.encoding)
         self.network = mlp(self.encoding.n_output_dims, 4, cfg.mlp_width, cfg.mlp_layers)
+        grid = cfg.occupancy
+        self.occupancy = OccupancyGrid(cfg.radius, grid.resolution, grid.every, grid.threshold) if grid.resolution > 0 else None
+        self.occupied = self.occupancy.occupied if self.occupancy is not None else None
 
     def update_step(self, step: int) -> None:
         enc = self.cfg.encoding
         self.encoding.set_active_levels(active_levels_at(step, enc.levels, enc.start_level, enc.start_step, enc.update_steps))
+        if self.occupancy is not None:
+            self.occupancy.update(step, self.density)
 
     def density_bias(self, points: torch.Tensor) -> torch.Tensor:
         if self.cfg.density_bias == "none":
