@@ -23,7 +23,7 @@ from sds3d.render.background import Background
 from sds3d.render.raster import MeshRenderer
 from sds3d.scene.mesh import MeshScene, TextureField
 from sds3d.train import RunResult, Stage, pick_device, train
-from sds3d.views import nerf_surface, write_asset
+from sds3d.views import mesh_asset, nerf_surface, save_turntable, write_asset
 
 REFINE_DIR = "refine"
 
@@ -40,9 +40,7 @@ def starting_surface(nerf_scene: nn.ModuleDict, cfg, resolution: int) -> MeshSce
     """The NeRF field's surface (marching cubes at ``resolution``, decimated to export.max_faces) and albedo
     as a mesh scene, on the CPU: at export.resolution, the asset a NeRF run exports, before baking."""
     field = nerf_scene["field"]
-    mesh = decimate(nerf_surface(field, cfg, resolution), cfg.export.max_faces)
-    texture = TextureField.from_nerf(field)
-    return MeshScene(torch.from_numpy(mesh.vertices).float(), torch.from_numpy(mesh.faces).long(), texture)
+    return mesh_asset(decimate(nerf_surface(field, cfg, resolution), cfg.export.max_faces), field)
 
 
 def mesh_stage(cfg, surface: MeshScene, background: Background) -> Stage:
@@ -67,10 +65,13 @@ def mesh_regularisers(surface: MeshScene, cfg, out, step: int) -> Dict[str, torc
 
 
 def export_refined(scene: nn.ModuleDict, cfg, run_dir: Path) -> List[Path]:
-    """The refined mesh as mesh.<export.formats>, its texture field baked (``write_asset``)."""
+    """The refined mesh as mesh.<export.formats>, its texture field baked (``write_asset``), and its turntable."""
     surface = scene["field"]
     device = surface.offsets.device
-    return write_asset(surface.to_trimesh(), lambda points: surface.albedo(points.to(device)), cfg, run_dir, cfg.export.formats)
+    paths = write_asset(surface.to_trimesh(), lambda points: surface.albedo(points.to(device)), cfg, run_dir, cfg.export.formats)
+    if cfg.export.video_frames > 0:
+        paths.append(save_turntable(MeshRenderer(cfg.render, cfg.refine.rasterizer), scene, cfg, run_dir / "video.mp4"))
+    return paths
 
 
 def refine(cfg: DictConfig, nerf_scene: nn.ModuleDict, run_dir: Path) -> RunResult:

@@ -28,7 +28,7 @@ from sds3d.render.latent import LatentHead
 from sds3d.render.shading import pick_shading
 from sds3d.render.volume import VolumeRenderer
 from sds3d.scene.nerf import NeRFField
-from sds3d.views import export_meshes, save_turntable, save_validation
+from sds3d.views import export_meshes, save_validation
 
 log = logging.getLogger("sds3d")
 
@@ -98,7 +98,7 @@ class Stage:
     renderer: object  # render(field, background, cameras, shading, with_normals, background_color) -> RenderOutput
     param_groups: List[dict]  # Adam groups of the scene's parameters
     regularisers: Callable  # (out: RenderOutput, step) -> {name: weighted loss}
-    export: Callable  # (run_dir) -> the mesh paths written
+    export: Callable  # (run_dir) -> the paths written: meshes, and video.mp4 when export.video_frames > 0
 
 
 def nerf_stage(cfg, layout=None) -> Stage:
@@ -115,12 +115,12 @@ def nerf_stage(cfg, layout=None) -> Stage:
 
 
 def export_particles(scene: nn.ModuleDict, cfg, run_dir: Path) -> List[Path]:
-    """Particle 0's meshes in ``run_dir``, particle i's in ``run_dir/particle-<i>``."""
+    """Particle 0's meshes and turntable in ``run_dir``, particle i's meshes in ``run_dir/particle-<i>``."""
     outputs = []
     for i, view in enumerate(particles(scene)):
         out_dir = run_dir / f"particle-{i}" if i else run_dir
         out_dir.mkdir(parents=True, exist_ok=True)
-        outputs += export_meshes(view, cfg, out_dir, cfg.export.formats, cfg.export.resolution)
+        outputs += export_meshes(view, cfg, out_dir, cfg.export.formats, cfg.export.resolution, video=not i and cfg.export.video_frames > 0)
     return outputs
 
 
@@ -269,6 +269,4 @@ def train(cfg, run_dir: Path, resume: bool = False, should_stop: Optional[Callab
     save_checkpoint(ckpt_path, step, scene, s.optimizer, s.objective, s.scaler)
     save_validation(renderer, scene, cfg, run_dir, step)
     outputs = s.export(run_dir)
-    if cfg.export.video_frames > 0:
-        outputs.append(save_turntable(renderer, scene, cfg, run_dir / "video.mp4"))
     return RunResult(run_dir, step, elapsed / max(step - start, 1) if step > start else 0.0, outputs, interrupted)

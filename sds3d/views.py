@@ -5,11 +5,14 @@ from typing import List, Sequence
 
 import numpy as np
 import torch
+from torch import nn
 
 from sds3d.cameras import make_cameras, orbit_cameras
 from sds3d.export import (TEXTURED_FORMATS, bake_texture, decimate, extract_mesh, silhouette_threshold, write_image,
                           write_mesh, write_textured, write_video)
+from sds3d.render.raster import MeshRenderer
 from sds3d.render.volume import ray_box_bounds, stratified_depths
+from sds3d.scene.mesh import MeshScene, TextureField
 
 # Scene frame (z up, front +x) -> glTF frame (y up, front +z), a proper rotation.
 _TO_GLTF = np.array([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])
@@ -45,11 +48,22 @@ def save_turntable(renderer, scene, cfg, path: Path) -> Path:
     return write_video(frames, path, fps=cfg.export.video_fps)
 
 
-def export_meshes(scene, cfg, run_dir: Path, formats: Sequence[str], resolution: int) -> List[Path]:
-    """Marching cubes of the density, written by ``write_asset`` with the field's albedo."""
+def export_meshes(scene, cfg, run_dir: Path, formats: Sequence[str], resolution: int, video: bool = False) -> List[Path]:
+    """Marching cubes of the density, decimated and written by ``write_asset`` with the field's albedo; with
+    ``video``, then the turntable of that mesh (what the user downloads), lit, by the rasterizer."""
     field = scene["field"]
     device = next(field.parameters()).device
-    return write_asset(nerf_surface(field, cfg, resolution), lambda points: field(points.to(device))[1], cfg, run_dir, formats)
+    surface = decimate(nerf_surface(field, cfg, resolution), cfg.export.max_faces)
+    paths = write_asset(surface, lambda points: field(points.to(device))[1], cfg, run_dir, formats)
+    if video:
+        asset_scene = nn.ModuleDict({"field": mesh_asset(surface, field), "background": scene["background"]}).to(device)
+        paths.append(save_turntable(MeshRenderer(cfg.render), asset_scene, cfg, run_dir / "video.mp4"))
+    return paths
+
+
+def mesh_asset(surface, field) -> MeshScene:
+    """A scene-frame trimesh as a mesh scene whose texture field is a copy of the NeRF field's albedo branch."""
+    return MeshScene(torch.from_numpy(surface.vertices).float(), torch.from_numpy(surface.faces).long(), TextureField.from_nerf(field))
 
 
 @torch.no_grad()
