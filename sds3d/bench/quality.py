@@ -72,7 +72,7 @@ def scene_render_fn(cfg, scene, renderer=None):
     return render
 
 
-def exported_asset_iou(cfg, scene, truth_scene: Scene) -> float:
+def exported_asset_iou(cfg, scene, truth_scene: Scene, rotations: int = 36, resolution: int = RESOLUTION) -> float:
     """Silhouette IoU of the mesh the run exports (its surface and albedo, before baking), rasterised."""
     try:
         surface = starting_surface(scene, cfg, cfg.export.resolution)
@@ -80,7 +80,7 @@ def exported_asset_iou(cfg, scene, truth_scene: Scene) -> float:
         return 0.0
     asset = nn.ModuleDict({"field": surface, "background": scene["background"].cpu()})
     render = scene_render_fn(cfg, asset, MeshRenderer(cfg.render))
-    return best_rotation_iou(render, truth_scene, cfg.cameras, resolution=RESOLUTION)[0]
+    return best_rotation_iou(render, truth_scene, cfg.cameras, rotations=rotations, resolution=resolution)[0]
 
 
 def score_run(run_dir: Path, prompt: str) -> Dict:
