@@ -86,6 +86,9 @@ def report(result, resume_command: str) -> None:
     for path in result.outputs:
         typer.echo(f"wrote {path}")
     typer.echo(f"{result.steps} steps, {result.seconds_per_step:.3f} s/step, folder {result.run_dir}")
+    if result.seconds:
+        typer.echo("wall time: " + ", ".join(f"{name} {value:.1f} s" for name, value in result.seconds.items())
+                   + f"; total {sum(result.seconds.values()):.1f} s")
     if result.interrupted:
         typer.echo(f"interrupted: continue with  {resume_command}")
         raise typer.Exit(130)

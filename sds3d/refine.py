@@ -8,6 +8,7 @@ objective through the rasterizer at ``refine.width`` x ``refine.height``, by the
 """
 
 import copy
+import time
 from functools import partial
 from pathlib import Path
 from typing import Dict, List, Tuple
@@ -64,13 +65,17 @@ def mesh_regularisers(surface: MeshScene, cfg, out, step: int) -> Dict[str, torc
     return terms
 
 
-def export_refined(scene: nn.ModuleDict, cfg, run_dir: Path) -> List[Path]:
+def export_refined(scene: nn.ModuleDict, cfg, run_dir: Path, seconds: Dict[str, float]) -> List[Path]:
     """The refined mesh as mesh.<export.formats>, its texture field baked (``write_asset``), and its turntable."""
     surface = scene["field"]
     device = surface.offsets.device
+    began = time.perf_counter()
     paths = write_asset(surface.to_trimesh(), lambda points: surface.albedo(points.to(device)), cfg, run_dir, cfg.export.formats)
+    seconds["mesh"] = time.perf_counter() - began
     if cfg.export.video_frames > 0:
+        began = time.perf_counter()
         paths.append(save_turntable(MeshRenderer(cfg.render, cfg.refine.rasterizer), scene, cfg, run_dir / "video.mp4"))
+        seconds["video"] = time.perf_counter() - began
     return paths
 
 

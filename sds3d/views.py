@@ -1,7 +1,8 @@
 """What a run shows and leaves behind: validation grids, the turntable video and the mesh files."""
 
+import time
 from pathlib import Path
-from typing import List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -48,16 +49,23 @@ def save_turntable(renderer, scene, cfg, path: Path) -> Path:
     return write_video(frames, path, fps=cfg.export.video_fps)
 
 
-def export_meshes(scene, cfg, run_dir: Path, formats: Sequence[str], resolution: int, video: bool = False) -> List[Path]:
+def export_meshes(scene, cfg, run_dir: Path, formats: Sequence[str], resolution: int, video: bool = False,
+                  seconds: Optional[Dict[str, float]] = None) -> List[Path]:
     """Marching cubes of the density, decimated and written by ``write_asset`` with the field's albedo; with
-    ``video``, then the turntable of that mesh (what the user downloads), lit, by the rasterizer."""
+    ``video``, then the turntable of that mesh (what the user downloads), lit, by the rasterizer. The wall
+    time of each is added to ``seconds`` ("mesh", "video") when given."""
+    seconds = {} if seconds is None else seconds
     field = scene["field"]
     device = next(field.parameters()).device
+    began = time.perf_counter()
     surface = decimate(nerf_surface(field, cfg, resolution), cfg.export.max_faces)
     paths = write_asset(surface, lambda points: field(points.to(device))[1], cfg, run_dir, formats)
+    seconds["mesh"] = seconds.get("mesh", 0.0) + time.perf_counter() - began
     if video:
+        began = time.perf_counter()
         asset_scene = nn.ModuleDict({"field": mesh_asset(surface, field), "background": scene["background"]}).to(device)
         paths.append(save_turntable(MeshRenderer(cfg.render), asset_scene, cfg, run_dir / "video.mp4"))
+        seconds["video"] = time.perf_counter() - began
     return paths
 
 
