@@ -99,3 +99,53 @@ def test_train_prior_exports_a_loadable_model_and_resumes(tmp_path):
     steps = [json.loads(line)["step"] for line in (work_dir / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4, 5]  # continued from step 3, not restarted
     assert len(list(work_dir.glob("dataset-*.pt"))) == 1  # renders cached and reused
+
+
+def test_degradations_change_the_image_and_caption_it_with_known_words():
+    import random
+
+    from sds3d.prior.degrade import DEGRADATIONS, GENERAL, degrade
+
+    tokenizer = build_tokenizer()
+    image = render_dataset(1, 32, load_config(prompt="world").cameras, seed=3)[0][0]
+    rng = random.Random(0)
+    seen = set()
+    for _ in range(60):
+        out, caption = degrade(image, "a red cube, front view", rng)
+        assert out.shape == image.shape and out.dtype == torch.uint8 and not torch.equal(out, image)
+        phrases = [p.strip() for p in caption.removeprefix("a red cube, front view").split(",") if p.strip()]
+        known = {p for _, names in DEGRADATIONS.values() for p in names} | set(GENERAL)
+        assert phrases and set(phrases) <= known, caption
+        assert tokenizer.unk_token_id not in tokenizer(caption).input_ids
+        seen |= set(phrases)
+    assert len(seen) >= 8  # the phrases vary
+
+
+@pytest.mark.parametrize("method", ["nfsd", "csd"])
+def test_the_methods_negative_prompts_are_words_the_prior_knows(method):
+    """CSD's and NFSD's negative prompts must keep all their words on the prior, within its token budget."""
+    from sds3d.prior.model import MAX_TOKENS
+
+    tokenizer = build_tokenizer()
+    negative = load_config(method, prompt="a red cube").prompt.negative
+    ids = tokenizer(negative).input_ids
+    assert tokenizer.unk_token_id not in ids and len(ids) <= MAX_TOKENS
+
+
+def test_warm_start_keeps_the_old_prior_and_extends_its_vocabulary(tmp_path):
+    from sds3d.prior.model import Prior
+    from sds3d.prior.train import warm_start
+
+    old = build_prior(resolution=16, channels=(8, 16))
+    small = build_tokenizer(vocabulary())
+    old.text_encoder.resize_token_embeddings(len(small))
+    Prior(old.unet, old.text_encoder, small, old.scheduler).save(tmp_path / "old")
+    new = build_prior(resolution=16, channels=(8, 16))
+    warm_start(new, tmp_path / "old")
+    torch.testing.assert_close(new.unet.state_dict(), {k: v.half().float() for k, v in old.unet.state_dict().items()})
+    old_rows = old.text_encoder.get_input_embeddings().weight
+    new_rows = new.text_encoder.get_input_embeddings().weight
+    assert new_rows.shape[0] > old_rows.shape[0]
+    torch.testing.assert_close(new_rows[: old_rows.shape[0]], old_rows)
+    for word in vocabulary():  # the old words keep their ids
+        assert small.convert_tokens_to_ids(word) == new.tokenizer.convert_tokens_to_ids(word)
