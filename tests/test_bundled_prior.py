@@ -18,6 +18,7 @@ def test_default_config_uses_the_shipped_prior(tmp_path):
     guide = load_guide(cfg.guide, torch.device("cpu"))
     assert isinstance(guide, PixelGuide) and guide.model == str(ASSETS_DIR / "prior")
     assert guide.resolution == 32
+    assert cfg.render.width == cfg.render.height == guide.resolution  # training renders at the guide's own size
     assert guide.embed(["a red cube, front view"]).shape[0] == 1
 
 
@@ -46,15 +47,17 @@ def test_unknown_word_is_named_with_a_way_out(tmp_path):
 def test_negative_prompt_words_the_prior_never_saw_are_left_out(tmp_path, caplog):
     cfg = load_config(prompt="a red cube", overrides=[f"guide.cache_dir={tmp_path}"])
     guide = load_guide(cfg.guide, torch.device("cpu"))
-    assert guide.known_words_only("blue, blurry, low quality, cube") == "blue, cube"
-    assert guide.known_words_only("ugly, noisy") == ""
+    # The degradation vocabulary is known (prior v2); words outside it and the world are dropped, named.
+    assert guide.known_words_only("blue, blurry, low quality, cube") == "blue, blurry, low quality, cube"
+    assert guide.known_words_only("photorealistic, noisy, 8k") == "noisy"
     assert guide.known_words_only("a green torus") == "a green torus"
-    assert "blurry" in caplog.text and "noisy" in caplog.text
+    assert "photorealistic" in caplog.text and "8k" in caplog.text
 
 
-def test_method_configs_with_paper_negative_prompts_run_on_the_prior(tmp_path):
-    """nfsd.yaml carries the paper's negative prompt, which the prior cannot read: it runs without it."""
+def test_method_configs_with_paper_negative_prompts_run_on_the_prior(tmp_path, caplog):
+    """nfsd.yaml carries the paper's negative prompt: the prior reads every word of it."""
     result = api.generate("a red cube", "nfsd", ["train.steps=2", "export.video_frames=0", "export.resolution=32",
                                                  "train.val_every=0", "train.val_resolution=16", f"guide.cache_dir={tmp_path}"],
                           run_dir=tmp_path / "run")
     assert result.steps == 2
+    assert "does not know" not in caplog.text
