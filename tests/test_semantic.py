@@ -150,7 +150,7 @@ def test_without_a_region_map_only_the_global_term_remains():
     conditions, eps = make_conditions(), known_eps(names=("cond", "uncond"))
     guide = fake_guide(region_conditions(column_map()), eps)
     x = torch.randn(SHAPE, requires_grad=True)
-    run(SemanticSDS, semantic_config("sds", "objective.semantic.global_weight=0.25"), guide, x, conditions, seed=2)
+    run(SemanticSDS, semantic_config("sds", "objective.guidance_scale=20", "objective.semantic.global_weight=0.25"), guide, x, conditions, seed=2)
     t, noise = redraw(2, 20, 980, x)
     expected = 0.25 * per_item(1.0 - hand_alphas()[t]) * (eps["uncond"] + 20.0 * (eps["cond"] - eps["uncond"]) - noise)
     assert torch.allclose(x.grad * B, expected, atol=1e-4)
