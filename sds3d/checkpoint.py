@@ -46,12 +46,7 @@ def load_checkpoint(path: Path, scene, optimizer=None, objective=None, scaler=No
     if not Path(path).is_file():
         raise ConfigError(f"no checkpoint at '{path}'", hint="the run folder has no ckpt/last.pt yet; start a new run")
     payload = torch.load(path, map_location="cpu", weights_only=False)
-    missing, unexpected = scene.load_state_dict(payload["scene"], strict=False)
-    # Runs from before the occupancy grid have none saved; it is rebuilt from the field at the next step.
-    missing = [k for k in missing if ".occupancy." not in k]
-    if missing or unexpected:
-        raise ConfigError(f"the checkpoint '{path}' does not match this run's scene (missing {missing[:3]}, unexpected {unexpected[:3]})",
-                          hint="resume with the run's own config.yaml, unchanged")
+    scene.load_state_dict(payload["scene"])
     for target, key in ((optimizer, "optimizer"), (objective, "objective"), (scaler, "scaler")):
         state: Optional[dict] = payload.get(key)
         if target is not None and state:

@@ -8,7 +8,6 @@ objective through the rasterizer at ``refine.width`` x ``refine.height``, by the
 """
 
 import copy
-import time
 from functools import partial
 from pathlib import Path
 from typing import Dict, List, Tuple
@@ -23,6 +22,7 @@ from sds3d.export import decimate
 from sds3d.render.background import Background
 from sds3d.render.raster import MeshRenderer
 from sds3d.scene.mesh import MeshScene, TextureField
+from sds3d.timing import PartTimer
 from sds3d.train import RunResult, Stage, pick_device, train
 from sds3d.views import mesh_asset, nerf_surface, save_turntable, write_asset
 
@@ -65,17 +65,15 @@ def mesh_regularisers(surface: MeshScene, cfg, out, step: int) -> Dict[str, torc
     return terms
 
 
-def export_refined(scene: nn.ModuleDict, cfg, run_dir: Path, seconds: Dict[str, float]) -> List[Path]:
+def export_refined(scene: nn.ModuleDict, cfg, run_dir: Path, timer: PartTimer) -> List[Path]:
     """The refined mesh as mesh.<export.formats>, its texture field baked (``write_asset``), and its turntable."""
     surface = scene["field"]
     device = surface.offsets.device
-    began = time.perf_counter()
-    paths = write_asset(surface.to_trimesh(), lambda points: surface.albedo(points.to(device)), cfg, run_dir, cfg.export.formats)
-    seconds["mesh"] = time.perf_counter() - began
+    with timer("mesh"):
+        paths = write_asset(surface.to_trimesh(), lambda points: surface.albedo(points.to(device)), cfg, run_dir, cfg.export.formats)
     if cfg.export.video_frames > 0:
-        began = time.perf_counter()
-        paths.append(save_turntable(MeshRenderer(cfg.render, cfg.refine.rasterizer), scene, cfg, run_dir / "video.mp4"))
-        seconds["video"] = time.perf_counter() - began
+        with timer("video"):
+            paths.append(save_turntable(MeshRenderer(cfg.render, cfg.refine.rasterizer), scene, cfg, run_dir / "video.mp4"))
     return paths
 
 

@@ -28,6 +28,7 @@ from sds3d.render.latent import LatentHead
 from sds3d.render.shading import pick_shading
 from sds3d.render.volume import VolumeRenderer
 from sds3d.scene.nerf import NeRFField
+from sds3d.timing import PartTimer
 from sds3d.views import export_meshes, save_validation
 
 log = logging.getLogger("sds3d")
@@ -99,8 +100,8 @@ class Stage:
     renderer: object  # render(field, background, cameras, shading, with_normals, background_color) -> RenderOutput
     param_groups: List[dict]  # Adam groups of the scene's parameters
     regularisers: Callable  # (out: RenderOutput, step) -> {name: weighted loss}
-    export: Callable  # (run_dir, seconds) -> the paths written: meshes, and video.mp4 when export.video_frames > 0;
-    #                   adds the wall time of each to the dict ``seconds`` ("mesh", "video")
+    export: Callable  # (run_dir, timer) -> the paths written: meshes, and video.mp4 when export.video_frames > 0,
+    #                   each timed by the ``PartTimer`` as "mesh" and "video"
 
 
 def nerf_stage(cfg, layout=None) -> Stage:
@@ -113,17 +114,17 @@ def nerf_stage(cfg, layout=None) -> Stage:
         {"params": scene["latent_head"].parameters() if "latent_head" in scene else [], "lr": cfg.train.lr_network},
     ]
     return Stage(scene, VolumeRenderer(cfg.render, cfg.scene.radius, cfg.render.occupancy_grid), groups, lambda out, step: regularisers(out, step, cfg),
-                 lambda run_dir, seconds: export_particles(scene, cfg, run_dir, seconds))
+                 lambda run_dir, timer: export_particles(scene, cfg, run_dir, timer))
 
 
-def export_particles(scene: nn.ModuleDict, cfg, run_dir: Path, seconds: Dict[str, float]) -> List[Path]:
+def export_particles(scene: nn.ModuleDict, cfg, run_dir: Path, timer: PartTimer) -> List[Path]:
     """Particle 0's meshes and turntable in ``run_dir``, particle i's meshes in ``run_dir/particle-<i>``."""
     outputs = []
     for i, view in enumerate(particles(scene)):
         out_dir = run_dir / f"particle-{i}" if i else run_dir
         out_dir.mkdir(parents=True, exist_ok=True)
         outputs += export_meshes(view, cfg, out_dir, cfg.export.formats, cfg.export.resolution,
-                                 video=not i and cfg.export.video_frames > 0, seconds=seconds)
+                                 video=not i and cfg.export.video_frames > 0, timer=timer)
     return outputs
 
 
@@ -232,15 +233,15 @@ def train(cfg, run_dir: Path, resume: bool = False, should_stop: Optional[Callab
           build_stage: Callable[..., Stage] = nerf_stage) -> RunResult:
     """``should_stop`` is asked before each step; True ends the run like Ctrl-C (checkpoint, then export).
     ``build_stage(cfg, layout)`` picks the stage: the NeRF by default."""
-    began = time.perf_counter()
-    s = build_session(cfg, build_stage=build_stage)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml")
-    ckpt_path = run_dir / "ckpt" / "last.pt"
-    start = load_checkpoint(ckpt_path, s.scene, s.optimizer, s.objective, s.scaler) if resume else 0
+    timer = PartTimer(pick_device(cfg.device))
+    with timer("setup"):
+        s = build_session(cfg, build_stage=build_stage)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+        ckpt_path = run_dir / "ckpt" / "last.pt"
+        start = load_checkpoint(ckpt_path, s.scene, s.optimizer, s.objective, s.scaler) if resume else 0
     scene, renderer = s.scene, s.renderer
     metrics = (run_dir / "metrics.jsonl").open("a")
-    seconds = {"setup": time.perf_counter() - began, "validation": 0.0}
     step, began, interrupted = start, time.perf_counter(), False
     bar = tqdm(total=cfg.train.steps, initial=start, desc="sds3d", unit="step", dynamic_ncols=True)
     try:
@@ -262,9 +263,8 @@ def train(cfg, run_dir: Path, resume: bool = False, should_stop: Optional[Callab
             if cfg.train.ckpt_every and done % cfg.train.ckpt_every == 0 and not last:
                 save_checkpoint(ckpt_path, done, scene, s.optimizer, s.objective, s.scaler)
             if cfg.train.val_every and done % cfg.train.val_every == 0 and not last:
-                shown = time.perf_counter()
-                save_validation(renderer, scene, cfg, run_dir, done)
-                seconds["validation"] += time.perf_counter() - shown
+                with timer("validation"):
+                    save_validation(renderer, scene, cfg, run_dir, done)
             step = done
     except KeyboardInterrupt:
         interrupted = True
@@ -273,10 +273,9 @@ def train(cfg, run_dir: Path, resume: bool = False, should_stop: Optional[Callab
         bar.close()
         metrics.close()
     elapsed = time.perf_counter() - began
-    seconds["steps"] = elapsed - seconds["validation"]
+    timer.seconds["steps"] = elapsed - timer.seconds["validation"]
     save_checkpoint(ckpt_path, step, scene, s.optimizer, s.objective, s.scaler)
-    shown = time.perf_counter()
-    save_validation(renderer, scene, cfg, run_dir, step)
-    seconds["validation"] += time.perf_counter() - shown
-    outputs = s.export(run_dir, seconds)
-    return RunResult(run_dir, step, elapsed / max(step - start, 1) if step > start else 0.0, outputs, interrupted, seconds)
+    with timer("validation"):
+        save_validation(renderer, scene, cfg, run_dir, step)
+    outputs = s.export(run_dir, timer)
+    return RunResult(run_dir, step, elapsed / max(step - start, 1) if step > start else 0.0, outputs, interrupted, dict(timer.seconds))

@@ -1,8 +1,7 @@
 """What a run shows and leaves behind: validation grids, the turntable video and the mesh files."""
 
-import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -14,6 +13,7 @@ from sds3d.export import (TEXTURED_FORMATS, bake_texture, decimate, extract_mesh
 from sds3d.render.raster import MeshRenderer
 from sds3d.render.volume import ray_box_bounds, stratified_depths
 from sds3d.scene.mesh import MeshScene, TextureField
+from sds3d.timing import PartTimer
 
 # Scene frame (z up, front +x) -> glTF frame (y up, front +z), a proper rotation.
 _TO_GLTF = np.array([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])
@@ -50,22 +50,20 @@ def save_turntable(renderer, scene, cfg, path: Path) -> Path:
 
 
 def export_meshes(scene, cfg, run_dir: Path, formats: Sequence[str], resolution: int, video: bool = False,
-                  seconds: Optional[Dict[str, float]] = None) -> List[Path]:
+                  timer: Optional[PartTimer] = None) -> List[Path]:
     """Marching cubes of the density, decimated and written by ``write_asset`` with the field's albedo; with
-    ``video``, then the turntable of that mesh (what the user downloads), lit, by the rasterizer. The wall
-    time of each is added to ``seconds`` ("mesh", "video") when given."""
-    seconds = {} if seconds is None else seconds
+    ``video``, then the turntable of that mesh (what the user downloads), lit, by the rasterizer. ``timer``
+    times the two as "mesh" and "video"."""
+    timer = timer or PartTimer()
     field = scene["field"]
     device = next(field.parameters()).device
-    began = time.perf_counter()
-    surface = decimate(nerf_surface(field, cfg, resolution), cfg.export.max_faces)
-    paths = write_asset(surface, lambda points: field(points.to(device))[1], cfg, run_dir, formats)
-    seconds["mesh"] = seconds.get("mesh", 0.0) + time.perf_counter() - began
+    with timer("mesh"):
+        surface = decimate(nerf_surface(field, cfg, resolution), cfg.export.max_faces)
+        paths = write_asset(surface, lambda points: field(points.to(device))[1], cfg, run_dir, formats)
     if video:
-        began = time.perf_counter()
-        asset_scene = nn.ModuleDict({"field": mesh_asset(surface, field), "background": scene["background"]}).to(device)
-        paths.append(save_turntable(MeshRenderer(cfg.render), asset_scene, cfg, run_dir / "video.mp4"))
-        seconds["video"] = time.perf_counter() - began
+        with timer("video"):
+            asset_scene = nn.ModuleDict({"field": mesh_asset(surface, field), "background": scene["background"]}).to(device)
+            paths.append(save_turntable(MeshRenderer(cfg.render), asset_scene, cfg, run_dir / "video.mp4"))
     return paths
 
 

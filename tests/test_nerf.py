@@ -107,3 +107,13 @@ def test_query_with_grad_keeps_the_graph_through_the_normals():
     assert density.requires_grad and albedo.requires_grad and normals.requires_grad
     normals.sum().backward()  # the orientation loss differentiates through the normals
     assert field.network[0].weight.grad is not None
+
+
+def test_a_checkpoint_from_before_the_occupancy_grid_loads_and_the_grid_rebuilds():
+    cfg = load_config(prompt="a red cube")
+    old = {k: v for k, v in NeRFField(cfg.scene).state_dict().items() if not k.startswith("occupancy.")}
+    field = NeRFField(cfg.scene)
+    field.load_state_dict(old)  # strict: only the grid may be missing
+    assert int(field.occupancy.built_at) == -1
+    field.update_step(7)
+    assert int(field.occupancy.built_at) == 7 and not field.occupancy.cells.all()

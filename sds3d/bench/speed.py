@@ -12,8 +12,6 @@ The floor replays the guide calls of the last timed step, with the same inputs, 
 import json
 import os
 import time
-from collections import defaultdict
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -21,31 +19,10 @@ import torch
 
 from sds3d.config import load_config
 from sds3d.objectives import OBJECTIVES
+from sds3d.timing import PartTimer
 from sds3d.train import build_session, memory_mb, pick_device, train_step
 
 PARTS = ("render", "encode", "objective", "backward", "optimiser")
-
-
-class PartTimer:
-    """``with timer(part):`` adds the part's wall time (synchronised on CUDA) to ``seconds[part]``."""
-
-    def __init__(self, device: torch.device):
-        self.device = device
-        self.seconds: Dict[str, float] = defaultdict(float)
-
-    def sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
-    @contextmanager
-    def __call__(self, part: str):
-        self.sync()
-        began = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.sync()
-            self.seconds[part] += time.perf_counter() - began
 
 
 def time_guide_calls(guide, timer: PartTimer, calls: List[tuple]) -> None:

@@ -121,15 +121,14 @@ class ExactDenoiserGuide:
             return [self._sets[set_id - 1][0]]
         return list(dict.fromkeys(caption for caption, _ in self._sets))
 
-    def view_images(self, set_id: int, cameras: Cameras, b: int) -> torch.Tensor:
-        """The set [N, 3, r, r] of an embedding's scenes seen from camera ``b`` of ``cameras`` and its ``NEIGHBOURS``."""
-        captions = self.captions(set_id)
-        offsets = torch.tensor(NEIGHBOURS).repeat(len(captions), 1)
+    def view_renders(self, caption: str, cameras: Cameras, b: int) -> torch.Tensor:
+        """The caption's scene [N, 3, r, r] in [-1, 1] seen from camera ``b`` of ``cameras`` and its ``NEIGHBOURS``."""
+        offsets = torch.tensor(NEIGHBOURS)
         count = len(offsets)
         near = make_cameras(cameras.elevation[b].cpu() + offsets[:, 0], cameras.azimuth[b].cpu() + offsets[:, 1],
                             cameras.distance[b].cpu().expand(count), cameras.fovy[b].cpu().expand(count),
                             self.resolution, self.resolution)
-        rgb = render_scenes([parse_caption(c) for c in captions for _ in NEIGHBOURS], near).rgb
+        rgb = render_scenes([parse_caption(caption)] * count, near).rgb
         return (rgb.permute(0, 3, 1, 2) * 2.0 - 1.0).to(self.device)
 
     @torch.no_grad()
@@ -140,14 +139,22 @@ class ExactDenoiserGuide:
         a = self.alphas_cumprod[t].sqrt().view(shape)
         s = (1.0 - self.alphas_cumprod[t]).sqrt().view(shape)
         x0 = torch.empty(conditions, *x_t.shape, device=x_t.device)
+        renders: Dict[Tuple[str, int], torch.Tensor] = {}  # (caption, batch item) -> its views, shared by the conditions
+
+        def view_set(caption: str, item: int) -> torch.Tensor:
+            if (caption, item) not in renders:
+                renders[caption, item] = self.view_renders(caption, cameras, item)
+            return renders[caption, item]
+
         for set_id in ids.unique().tolist():
             c, b = (ids == set_id).nonzero(as_tuple=True)
             if cameras is None:
                 x0[c, b] = posterior_mean(self.images(set_id), x_t[b].float(), a[b], s[b])
                 continue
             for item in b.unique().tolist():
+                images = torch.cat([view_set(caption, item) for caption in self.captions(set_id)])
                 rows = c[b == item]
-                mean = posterior_mean(self.view_images(set_id, cameras, item), x_t[item : item + 1].float(), a[item : item + 1], s[item : item + 1])
+                mean = posterior_mean(images, x_t[item : item + 1].float(), a[item : item + 1], s[item : item + 1])
                 x0[rows, item] = mean.expand(len(rows), *mean.shape[1:])
         return (x_t.float()[None] - a[None] * x0) / s[None]
 

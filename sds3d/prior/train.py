@@ -58,10 +58,9 @@ def export_ema(prior: Prior, modules: nn.ModuleDict, ema: EMAModel, out_dir: Pat
 def warm_start(prior: Prior, folder: Path) -> None:
     """Copies a saved prior's weights into ``prior``, whose tokenizer may know more words and take longer
     prompts: the old token and position embeddings keep their rows, the new rows keep their fresh init."""
-    old = Prior(UNet2DConditionModel.from_pretrained(folder / "unet"), CLIPTextModel.from_pretrained(folder / "text_encoder"),
-                None, None)
-    prior.unet.load_state_dict(old.unet.float().state_dict())
-    new_state, old_state = prior.text_encoder.state_dict(), old.text_encoder.state_dict()
+    prior.unet.load_state_dict(UNet2DConditionModel.from_pretrained(folder / "unet").float().state_dict())
+    new_state = prior.text_encoder.state_dict()
+    old_state = CLIPTextModel.from_pretrained(folder / "text_encoder").state_dict()
     for name, value in old_state.items():
         if new_state[name].shape == value.shape:
             new_state[name] = value

@@ -258,10 +258,10 @@ class MeshRenderer:
         points = interpolate(vertices, faces, frags)  # [N, 3]
         normals = F.normalize(interpolate(vertex_normals(vertices, faces), faces, frags), dim=-1)
         light = cameras.light_position.to(points.dtype)[frags.batch]
-        ray_dirs = F.normalize(points - cameras.position.to(points.dtype)[frags.batch], dim=-1)
-        light_dir = light_directions(self.cfg, points, light, ray_dirs)
+        from_camera = points - cameras.position.to(points.dtype)[frags.batch]
+        distance = from_camera.norm(dim=-1, keepdim=True)
+        light_dir = light_directions(self.cfg, points, light, from_camera / distance.clamp(min=1e-12))
         color = shade(surface.albedo(points), normals, light_dir, shading, self.cfg.ambient, self.cfg.diffuse)
-        distance = (points - cameras.position.to(points.dtype)[frags.batch]).norm(dim=-1, keepdim=True)
         packed = torch.cat([color.to(points.dtype), normals, distance, torch.ones_like(distance)], dim=-1)  # [N, 8]
         image = torch.zeros(len(cameras), cameras.height, cameras.width, 8, dtype=points.dtype, device=points.device)
         image = antialias_fn(image.index_put((frags.batch, frags.row, frags.col), packed))

@@ -21,6 +21,12 @@ class OccupancyGrid(nn.Module):
         self.register_buffer("cells", torch.ones(resolution, resolution, resolution, dtype=torch.bool))
         self.register_buffer("built_at", torch.tensor(-1))  # the step of the last rebuild, -1 before the first
 
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
+        # Checkpoints from before the grid have none: keep "never built", so the next step rebuilds it.
+        if prefix + "cells" not in state_dict:
+            return
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
+
     def update(self, step: int, density_fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
         """Rebuilds the grid on the first step and at each step that starts a new block of ``every``."""
         built = int(self.built_at)
