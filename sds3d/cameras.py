@@ -109,6 +109,22 @@ def sample_cameras(cfg, width: int, height: int, batch_size: Optional[int] = Non
     return make_cameras(elevation, azimuth, distance, fovy, width, height, light_position)
 
 
+CAMERA_FEATURES = 7
+
+
+def camera_features(cameras: Optional[Cameras], batch: int = 1) -> torch.Tensor:
+    """What a camera-conditioned model is told about each view, [B, CAMERA_FEATURES]: a flag (1 for a
+    known camera), sin and cos of elevation and azimuth, and the distance and tan(fovy / 2), which set
+    the object's size in the image, centred on the training ranges. ``None`` gives ``batch`` rows of
+    zeros: "camera unknown", the token the prior is trained with under camera dropout."""
+    if cameras is None:
+        return torch.zeros(batch, CAMERA_FEATURES)
+    elevation, azimuth = torch.deg2rad(cameras.elevation.float()), torch.deg2rad(cameras.azimuth.float())
+    half_fov = torch.tan(torch.deg2rad(cameras.fovy.float()) / 2)
+    return torch.stack([torch.ones_like(elevation), elevation.sin(), elevation.cos(), azimuth.sin(), azimuth.cos(),
+                        (cameras.distance.float() - 1.75) / 0.25, (half_fov - 0.52) / 0.18], dim=-1)
+
+
 def orbit_cameras(cfg, count: int, resolution: int) -> List[Cameras]:
     """``count`` single cameras evenly spaced in azimuth at the eval elevation, distance and fov."""
     return [

@@ -223,13 +223,14 @@ def prior_train(
     seed: int = typer.Option(0),
     lr: float = typer.Option(1e-3, help="AdamW learning rate."),
     degrade_prob: float = typer.Option(0.25, help="Chance that an image is degraded (blurred, darkened, ...) and captioned so."),
+    camera_dropout: float = typer.Option(0.1, help="Chance that an image's camera is given as unknown."),
     init: Optional[Path] = typer.Option(None, help="A prior folder to start from (e.g. the bundled one); ignored on resume."),
 ):
     """Train the prior on world renders; resumable (rerun the same command)."""
     from sds3d.prior.train import train_prior
 
     out_dir = train_prior(out, work, steps, batch_size=batch_size, lr=lr, dataset_size=dataset_size, seed=seed,
-                          degrade_prob=degrade_prob, init=init)
+                          degrade_prob=degrade_prob, camera_dropout=camera_dropout, init=init)
     typer.echo(f"wrote {out_dir}")
 
 

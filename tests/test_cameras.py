@@ -103,3 +103,15 @@ def test_orbit_cameras_are_evenly_spaced_at_the_eval_settings(cameras_cfg):
         assert cam.elevation.item() == pytest.approx(cameras_cfg.eval_elevation)
         assert cam.distance.item() == pytest.approx(cameras_cfg.eval_distance)
         assert cam.fovy.item() == pytest.approx(cameras_cfg.eval_fovy)
+
+
+def test_camera_features_name_the_view_and_unknown_is_zero():
+    from sds3d.cameras import CAMERA_FEATURES, camera_features
+
+    cameras = make_cameras(torch.tensor([0.0, 90.0]), torch.tensor([90.0, 0.0]), torch.tensor([1.75, 2.0]),
+                           torch.tensor([55.0, 40.0]), 8, 8)
+    features = camera_features(cameras)
+    assert features.shape == (2, CAMERA_FEATURES)
+    torch.testing.assert_close(features[0], torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0]), atol=5e-3, rtol=0)
+    assert features[1, 1] > 0.99 and features[1, 5] == pytest.approx(1.0) and features[1, 6] < 0  # overhead, far, narrow
+    assert torch.equal(camera_features(None, batch=3), torch.zeros(3, CAMERA_FEATURES))

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from sds3d.cameras import sample_cameras, view_labels
+from sds3d.cameras import camera_features, sample_cameras, view_labels
 from sds3d.config import load_config
 from sds3d.guides.pixel import PixelGuide
 from sds3d.prior.data import render_dataset
@@ -52,17 +52,17 @@ def test_tokenizer_one_token_per_world_word_and_unk_otherwise():
 
 
 def test_render_dataset_is_deterministic_by_seed(cameras_cfg):
-    images, captions = render_dataset(6, 8, cameras_cfg, seed=1)
-    again, captions_again = render_dataset(6, 8, cameras_cfg, seed=1)
-    other, other_captions = render_dataset(6, 8, cameras_cfg, seed=2)
+    images, captions, _ = render_dataset(6, 8, cameras_cfg, seed=1)
+    again, captions_again, _ = render_dataset(6, 8, cameras_cfg, seed=1)
+    other, other_captions, _ = render_dataset(6, 8, cameras_cfg, seed=2)
     assert images.shape == (6, 3, 8, 8) and images.dtype == torch.uint8
     assert torch.equal(images, again) and captions == captions_again
     assert not torch.equal(images, other) and captions != other_captions
 
 
-def test_render_dataset_captions_describe_the_rendered_scenes(cameras_cfg):
+def test_render_dataset_captions_and_cameras_describe_the_rendered_scenes(cameras_cfg):
     seed, n, resolution = 5, 8, 16
-    images, captions = render_dataset(n, resolution, cameras_cfg, seed=seed, view_suffix_prob=1.0)
+    images, captions, features = render_dataset(n, resolution, cameras_cfg, seed=seed, view_suffix_prob=1.0)
     scenes = [parse_caption(c) for c in captions]
     with torch.random.fork_rng():  # the cameras render_dataset drew: torch's RNG seeded with ``seed``
         torch.manual_seed(seed)
@@ -71,15 +71,16 @@ def test_render_dataset_captions_describe_the_rendered_scenes(cameras_cfg):
     assert torch.equal(images, expected)
     labels = view_labels(cameras.elevation, cameras.azimuth)
     assert [c.split(", ")[1] for c in captions] == [f"{v} view" for v in labels]
+    torch.testing.assert_close(features, camera_features(cameras))
 
 
 def test_render_dataset_view_suffix_rate(cameras_cfg):
-    _, captions = render_dataset(200, 4, cameras_cfg, seed=0, view_suffix_prob=0.8)
+    _, captions, _ = render_dataset(200, 4, cameras_cfg, seed=0, view_suffix_prob=0.8)
     suffixed = sum(c.endswith(" view") for c in captions)
     assert 0.68 * 200 < suffixed < 0.92 * 200
     for caption in captions:
         parse_caption(caption)
-    _, plain = render_dataset(20, 4, cameras_cfg, seed=0, view_suffix_prob=0.0)
+    _, plain, _ = render_dataset(20, 4, cameras_cfg, seed=0, view_suffix_prob=0.0)
     assert not any("," in c for c in plain)
 
 
@@ -89,10 +90,15 @@ def test_train_prior_exports_a_loadable_model_and_resumes(tmp_path):
     assert train_prior(out_dir, work_dir, steps=3, **kwargs) == out_dir
     assert torch.load(work_dir / "ckpt.pt", weights_only=False)["step"] == 3
     guide = PixelGuide.from_pretrained(str(out_dir), CPU, "fp32", cache_dir=str(tmp_path / "cache"))
-    assert guide.resolution == 16
+    assert guide.resolution == 16 and guide.view_aware
     emb = guide.embed(["a red cube, front view"])
-    eps = guide.predict_noise(torch.randn(1, 3, 16, 16), torch.tensor([500]), emb[:, None])
+    x_t, t = torch.randn(1, 3, 16, 16), torch.tensor([500])
+    eps = guide.predict_noise(x_t, t, emb[:, None])
     assert eps.shape == (1, 1, 3, 16, 16) and torch.isfinite(eps).all()
+    cameras = sample_cameras(load_config(prompt="world").cameras, 16, 16, batch_size=1)
+    # Three steps have moved the camera embedding off zero: the view now changes the prediction.
+    assert not torch.allclose(guide.predict_noise(x_t, t, emb[:, None], cameras=cameras), eps)
+    torch.testing.assert_close(guide.predict_noise(x_t, t, emb[:, None], cameras=None), eps)
 
     train_prior(out_dir, work_dir, steps=5, **kwargs)
     assert torch.load(work_dir / "ckpt.pt", weights_only=False)["step"] == 5
@@ -149,3 +155,23 @@ def test_warm_start_keeps_the_old_prior_and_extends_its_vocabulary(tmp_path):
     torch.testing.assert_close(new_rows[: old_rows.shape[0]], old_rows)
     for word in vocabulary():  # the old words keep their ids
         assert small.convert_tokens_to_ids(word) == new.tokenizer.convert_tokens_to_ids(word)
+
+
+def test_warm_start_from_a_camera_blind_prior_predicts_as_it_did_from_any_camera(tmp_path, cameras_cfg):
+    from diffusers import UNet2DConditionModel
+
+    from sds3d.prior.train import warm_start
+
+    old = build_prior(resolution=16, channels=(8, 16))
+    blind_config = {**old.unet.config, "class_embed_type": None, "projection_class_embeddings_input_dim": None}
+    blind = UNet2DConditionModel.from_config(blind_config)
+    blind.load_state_dict(old.unet.state_dict(), strict=False)
+    old.unet = blind
+    old.save(tmp_path / "blind")
+    new = build_prior(resolution=16, channels=(8, 16))
+    warm_start(new, tmp_path / "blind")
+    x_t, t, text = torch.randn(3, 3, 16, 16), torch.tensor([50, 500, 950]), torch.randn(3, 5, 64)
+    cameras = camera_features(sample_cameras(cameras_cfg, 16, 16, batch_size=3))
+    with torch.no_grad():
+        expected = blind.half().float()(x_t, t, encoder_hidden_states=text).sample
+        torch.testing.assert_close(new.unet(x_t, t, encoder_hidden_states=text, class_labels=cameras).sample, expected)

@@ -37,8 +37,8 @@ def vpred_guide(tiny_sd_vpred_dir):
     return load(tiny_sd_vpred_dir)
 
 
-def run_config(*overrides):
-    return load_config(prompt="a cat", overrides=["objective.name=vsd", "objective.guidance_scale=7.5",
+def run_config(*overrides, prompt="a cat"):
+    return load_config(prompt=prompt, overrides=["objective.name=vsd", "objective.guidance_scale=7.5",
                                                    "objective.weighting=sds", *overrides],
                        objective_names=list(OBJECTIVES))
 
@@ -280,3 +280,28 @@ def test_guide_without_unet_is_a_config_error():
 
     with pytest.raises(ConfigError, match="UNet"):
         VSD(run_config().objective, NoUnet(), 100)
+
+
+def test_on_a_camera_conditioned_guide_the_lora_uses_the_guides_own_camera_embedding(tiny_prior_dir):
+    from sds3d.guides.pixel import PixelGuide
+
+    guide = PixelGuide.from_pretrained(str(tiny_prior_dir), CPU, "fp32", cache_dir=os.environ["SDS3D_CACHE"])
+    assert guide.view_aware
+    torch.nn.init.normal_(guide.unet.class_embedding.linear_2.weight, std=0.5)  # let the camera matter
+    own = guide.unet.class_embedding
+    cfg = run_config("prompt.negative=''", prompt="a red cube")
+    objective = VSD(cfg.objective, guide, 100)
+    assert objective.camera_embedding is None
+    conditions = PromptSet(guide, cfg.prompt).conditions(sample_cameras(cfg.cameras, 16, 16, batch_size=B))
+    x_t, t = torch.randn(B, 3, 16, 16), torch.tensor([300, 700])
+    with torch.no_grad(), objective.lora_branch(guide.unet):
+        assert guide.unet.class_embedding is own
+        lora = guide.unet_output(x_t, t, conditions.plain, class_labels=objective.camera(guide, conditions))
+    assert guide.unet.class_embedding is own
+    # lora_B starts at zero: the LoRA model starts equal to the frozen guide from the same cameras.
+    frozen = guide.predict_noise(x_t, t, conditions.plain[None], cameras=conditions.cameras)[0]
+    torch.testing.assert_close(lora, frozen)
+    assert not torch.allclose(frozen, guide.predict_noise(x_t, t, conditions.plain[None])[0])
+    loss = objective(guide, torch.randn(B, 3, 16, 16, requires_grad=True), conditions, 0).aux["lora"]
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in objective.lora)

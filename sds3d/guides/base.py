@@ -7,10 +7,11 @@ import logging
 import re
 import os
 from pathlib import Path
-from typing import List, Protocol
+from typing import List, Optional, Protocol
 
 import torch
 
+from sds3d.cameras import CAMERA_FEATURES, Cameras, camera_features
 from sds3d.errors import ConfigError, ModelLoadError
 from sds3d.guides.prompts import EmbeddingCache
 
@@ -40,7 +41,8 @@ class Guide(Protocol):
         """Text embeddings [P, L, D] (float32, on the guide's device), cached on disk."""
 
     def predict_noise(self, x_t: torch.Tensor, t: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
-        """x_t [B, ...], t [B] (long), embeddings [C, B, L, D] -> eps [C, B, ...] in one model call."""
+        """x_t [B, ...], t [B] (long), embeddings [C, B, L, D] -> eps [C, B, ...] in one model call.
+        A guide with ``view_aware`` true also takes ``cameras``, the views' Cameras (or None)."""
 
 
 def locate_model(model: str) -> str:
@@ -127,6 +129,9 @@ class DiffusersGuide:
 
     def __init__(self, model: str, unet, scheduler, cache: EmbeddingCache, device: torch.device, dtype: torch.dtype):
         self.model, self.unet, self.cache = model, unet, cache
+        # A UNet with a camera embedding (the bundled prior) is told each view's camera_features.
+        self.view_aware = (unet.config.get("class_embed_type") == "projection"
+                           and unet.config.get("projection_class_embeddings_input_dim") == CAMERA_FEATURES)
         self.device, self.dtype = device, dtype
         self.prediction_type = scheduler.config.prediction_type
         self.alphas_cumprod = scheduler.alphas_cumprod.to(device=device, dtype=torch.float32)
@@ -175,7 +180,10 @@ class DiffusersGuide:
 
     def unet_output(self, x_t: torch.Tensor, t: torch.Tensor, embeddings: torch.Tensor, **unet_kwargs) -> torch.Tensor:
         """The UNet's own prediction (eps or v; a learned-variance half dropped) for x_t [B, ...] under
-        embeddings [B, L, D]. Gradients reach trainable adapters (VSD's LoRA) when grad is enabled."""
+        embeddings [B, L, D]. Gradients reach trainable adapters (VSD's LoRA) when grad is enabled.
+        A camera-conditioned UNet given no ``class_labels`` is told the camera is unknown."""
+        if self.view_aware and "class_labels" not in unet_kwargs:
+            unet_kwargs["class_labels"] = self.camera_labels(None, x_t.shape[0])
         out = self.unet(x_t.to(self.dtype), t, encoder_hidden_states=embeddings.to(self.dtype), **unet_kwargs).sample.float()
         return out[:, : x_t.shape[1]]  # models with learned variance (IF) output [eps, variance]
 
@@ -188,10 +196,17 @@ class DiffusersGuide:
         sigma = (1.0 - self.alphas_cumprod[t]).sqrt().view(shape)
         return alpha * out + sigma * x_t.float()
 
-    def predict_noise(self, x_t: torch.Tensor, t: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
+    def camera_labels(self, cameras: Optional[Cameras], batch: int) -> torch.Tensor:
+        """The UNet's class labels for the views: their ``camera_features``, or "unknown" rows without cameras."""
+        return camera_features(cameras, batch).to(self.device, self.dtype)
+
+    def predict_noise(self, x_t: torch.Tensor, t: torch.Tensor, embeddings: torch.Tensor,
+                      cameras: Optional[Cameras] = None) -> torch.Tensor:
         conditions, batch = embeddings.shape[:2]
+        views = {"class_labels": self.camera_labels(cameras, batch).repeat(conditions, 1)} if self.view_aware else {}
         with torch.no_grad():
-            out = self.unet_output(x_t.repeat(conditions, *([1] * (x_t.dim() - 1))), t.repeat(conditions), embeddings.flatten(0, 1))
+            out = self.unet_output(x_t.repeat(conditions, *([1] * (x_t.dim() - 1))), t.repeat(conditions),
+                                   embeddings.flatten(0, 1), **views)
         return self.to_eps(out.reshape(conditions, batch, *out.shape[1:]), x_t, t)  # [C, B, ...]
 
 

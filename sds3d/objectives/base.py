@@ -49,6 +49,11 @@ def cfg(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, scale: float) -> torch
     return eps_uncond + scale * (eps_cond - eps_uncond)
 
 
+def views(guide, conditions) -> dict:
+    """``predict_noise``'s camera argument: the batch's cameras for a ``view_aware`` guide, else nothing."""
+    return {"cameras": conditions.cameras} if getattr(guide, "view_aware", False) and conditions.cameras is not None else {}
+
+
 def predict(guide, x_t: torch.Tensor, t: torch.Tensor, conditions, names: Sequence[str]) -> Dict[str, torch.Tensor]:
     """eps [B, ...] under each named embedding of ``conditions`` (cond, uncond, null, plain), plus
     "perp_neg" [N, B, ...] when the conditions carry Perp-Neg negatives: all in ONE guide call.
@@ -61,8 +66,7 @@ def predict(guide, x_t: torch.Tensor, t: torch.Tensor, conditions, names: Sequen
     negatives = list(conditions.perp_neg.embeddings) if conditions.perp_neg is not None else []
     regions = conditions.regions if conditions.regions is not None and conditions.regions.mix is not None else None
     extra = list(regions.cond) if regions is not None else []
-    view = {"cameras": conditions.cameras} if getattr(guide, "view_aware", False) and conditions.cameras is not None else {}
-    eps = guide.predict_noise(x_t, t, torch.stack(embeddings + negatives + extra), **view)
+    eps = guide.predict_noise(x_t, t, torch.stack(embeddings + negatives + extra), **views(guide, conditions))
     n, p = len(names), len(negatives)
     out = {**dict(zip(names, eps)), "perp_neg": eps[n : n + p]}
     if regions is not None and "cond" in out:

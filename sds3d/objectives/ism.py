@@ -10,7 +10,7 @@ alpha_t (configs/ism.yaml). One t per step, shared by the batch, as in the autho
 import torch
 
 from sds3d.config import schedule
-from sds3d.objectives.base import Objective, ObjectiveOutput, add_noise, guided, predict
+from sds3d.objectives.base import Objective, ObjectiveOutput, add_noise, guided, predict, views
 
 
 def ddim_move(x: torch.Tensor, eps: torch.Tensor, a_from: torch.Tensor, a_to: torch.Tensor) -> torch.Tensor:
@@ -20,8 +20,9 @@ def ddim_move(x: torch.Tensor, eps: torch.Tensor, a_from: torch.Tensor, a_to: to
     return a_to.sqrt() * x0 + (1.0 - a_to).sqrt() * eps
 
 
-def null_eps(guide, x: torch.Tensor, t: int, null: torch.Tensor) -> torch.Tensor:
-    return guide.predict_noise(x, torch.full((x.shape[0],), t, device=x.device), null[None])[0]
+def null_eps(guide, x: torch.Tensor, t: int, conditions) -> torch.Tensor:
+    t_batch = torch.full((x.shape[0],), t, device=x.device)
+    return guide.predict_noise(x, t_batch, conditions.null[None], **views(guide, conditions))[0]
 
 
 class ISM(Objective):
@@ -37,9 +38,9 @@ class ISM(Objective):
         x_s = add_noise(x.detach(), torch.randn_like(x), torch.full((batch,), current, device=x.device), ac)
         while current < s:
             following = min(current + stride, s)
-            x_s = ddim_move(x_s, null_eps(guide, x_s, current, conditions.null), ac[current], ac[following])
+            x_s = ddim_move(x_s, null_eps(guide, x_s, current, conditions), ac[current], ac[following])
             current = following
-        eps_s = null_eps(guide, x_s, s, conditions.null)
+        eps_s = null_eps(guide, x_s, s, conditions)
         x_t = ddim_move(x_s, eps_s, ac[s], ac[t])
         t_batch = torch.full((batch,), t, device=x.device)
         eps = predict(guide, x_t, t_batch, conditions, ("cond", "uncond"))

@@ -3,8 +3,10 @@
 g = w(t) (eps_hat_s(x_t; y, t) - eps_lora(x_t; y, t, c)): the frozen guide against a LoRA copy of its
 own UNet that follows the distribution of the current renders. The LoRA (rank ``vsd.lora_rank`` on every
 attention projection, through diffusers/peft) is camera-conditioned: the flattened camera-to-world
-matrix goes through a TimestepEmbedding(16, time_embed_dim) added to the UNet's time embedding. One UNet
-serves both: the adapters and the camera embedding are switched on only for the LoRA branch.
+matrix goes through a TimestepEmbedding(16, time_embed_dim) added to the UNet's time embedding; a guide
+that is camera-conditioned itself (``view_aware``: the bundled prior) keeps its own camera embedding, and
+the LoRA adapts around it. One UNet serves both: the adapters (and VSD's camera embedding) are switched
+on only for the LoRA branch.
 The LoRA trains online on detached renders with its own t' ~ U{0..T-1} and noise, the camera zeroed
 with probability ``vsd.camera_dropout``, against the model's own target (eps, or v = alpha eps - sigma x),
 at its own learning rate ``vsd.lr``. The LoRA sees the plain prompt (no view suffix) and no CFG.
@@ -45,23 +47,31 @@ class VSD(Objective):
         for p in self.lora:
             p.data = p.data.float()  # trained in fp32 even beside an fp16 UNet
             p.requires_grad_(True)
-        self.camera_embedding = TimestepEmbedding(16, unet.time_embedding.linear_2.out_features).to(guide.device)
+        self.camera_embedding = None if guide.view_aware else TimestepEmbedding(16, unet.time_embedding.linear_2.out_features).to(guide.device)
         self.lr = config.vsd.lr
 
     @contextmanager
     def lora_branch(self, unet):
-        """The UNet as the LoRA model: adapters on, camera embedding installed as its class embedding."""
+        """The UNet as the LoRA model: adapters on, VSD's camera embedding (if any) as its class embedding."""
         unet.enable_adapters()
-        unet.class_embedding = self.camera_embedding
+        own = unet.class_embedding
+        if self.camera_embedding is not None:
+            unet.class_embedding = self.camera_embedding
         try:
             yield
         finally:
-            unet.class_embedding = None
+            unet.class_embedding = own
             unet.disable_adapters()
             # peft's disable_adapters also sets requires_grad=False on the adapter weights, and autograd then
             # drops their gradients from the LoRA loss built inside this branch: the LoRA would never train.
             for p in self.lora:
                 p.requires_grad_(True)
+
+    def camera(self, guide, conditions) -> torch.Tensor:
+        """The LoRA branch's class labels: the guide's camera features, or the flattened c2w for VSD's own embedding."""
+        if self.camera_embedding is None:
+            return guide.camera_labels(conditions.cameras, conditions.camera.shape[0])
+        return conditions.camera
 
     def forward(self, guide, x: torch.Tensor, conditions, step: int) -> ObjectiveOutput:
         batch, x_clean = x.shape[0], x.detach()
@@ -69,7 +79,7 @@ class VSD(Objective):
         x_t = add_noise(x_clean, torch.randn_like(x), t, guide.alphas_cumprod)
         eps = predict(guide, x_t, t, conditions, ("cond", "uncond"))
         with torch.no_grad(), self.lora_branch(guide.unet):
-            eps_lora = guide.to_eps(guide.unet_output(x_t, t, conditions.plain, class_labels=conditions.camera), x_t, t)
+            eps_lora = guide.to_eps(guide.unet_output(x_t, t, conditions.plain, class_labels=self.camera(guide, conditions)), x_t, t)
         grad = self.weight(guide, t, x) * (guided(eps, conditions, self.scale(step)) - eps_lora)
         result = self.output(x, grad, t, step)
         result.aux["lora"] = self.lora_loss(guide, x_clean, conditions)
@@ -83,7 +93,7 @@ class VSD(Objective):
         keep = (torch.rand(batch, device=x_clean.device) >= self.config.vsd.camera_dropout).float()
         with self.lora_branch(guide.unet):
             out = guide.unet_output(add_noise(x_clean, noise, t, guide.alphas_cumprod), t, conditions.plain,
-                                    class_labels=conditions.camera * keep[:, None])
+                                    class_labels=self.camera(guide, conditions) * keep[:, None])
         return F.mse_loss(out, lora_target(guide, x_clean, noise, t))
 
 

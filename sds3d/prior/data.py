@@ -5,20 +5,21 @@ from typing import List, Tuple
 
 import torch
 
-from sds3d.cameras import sample_cameras, view_labels
+from sds3d.cameras import camera_features, sample_cameras, view_labels
 from sds3d.world.render import render_scenes
 from sds3d.world.scenes import sample_scene
 
 
 def render_dataset(count: int, resolution: int, cameras_cfg, seed: int, view_suffix_prob: float = 0.8,
-                   held_out: bool = False, chunk: int = 128) -> Tuple[torch.Tensor, List[str]]:
-    """``count`` images (uint8 [N, 3, H, W]) and captions, deterministic by ``seed``.
+                   held_out: bool = False, chunk: int = 128) -> Tuple[torch.Tensor, List[str], torch.Tensor]:
+    """``count`` images (uint8 [N, 3, H, W]), captions and their cameras' ``camera_features`` [N, F],
+    deterministic by ``seed``.
 
     A caption carries the camera's view suffix (", front view", ...) with ``view_suffix_prob``, so the
     prior learns what view-dependent prompts mean.
     """
     rng = random.Random(seed)
-    images, captions = [], []
+    images, captions, features = [], [], []
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         for start in range(0, count, chunk):
@@ -26,6 +27,7 @@ def render_dataset(count: int, resolution: int, cameras_cfg, seed: int, view_suf
             cameras = sample_cameras(cameras_cfg, resolution, resolution, batch_size=len(scenes))
             rgb = render_scenes(scenes, cameras).rgb
             images.append((rgb.clamp(0, 1) * 255).round().byte().permute(0, 3, 1, 2))
+            features.append(camera_features(cameras))
             labels = view_labels(cameras.elevation, cameras.azimuth)
             captions += [f"{s.caption}, {v} view" if rng.random() < view_suffix_prob else s.caption for s, v in zip(scenes, labels)]
-    return torch.cat(images), captions
+    return torch.cat(images), captions, torch.cat(features)

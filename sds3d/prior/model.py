@@ -7,10 +7,12 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch.nn as nn
 from diffusers import DDIMScheduler, UNet2DConditionModel
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerFast
 
+from sds3d.cameras import CAMERA_FEATURES
 from sds3d.prior.degrade import degradation_words
 from sds3d.world.scenes import vocabulary
 
@@ -56,7 +58,12 @@ def build_tokenizer(words=None) -> PreTrainedTokenizerFast:
 
 
 def build_prior(resolution: int = 32, channels=(32, 64, 64), text_width: int = 64) -> Prior:
-    """About 1.7M UNet + 0.07M text-encoder parameters at the defaults."""
+    """About 1.7M UNet + 0.07M text-encoder parameters at the defaults.
+
+    Camera-conditioned, as MVDream's and Zero-1-to-3's UNets are: ``camera_features`` go through a
+    projection class embedding added to the time embedding. Without it the prior cannot know a view's
+    distance and field of view, so its score pulls every render towards the average object size of all
+    training cameras. The embedding's output layer starts at zero: a new prior starts camera-blind."""
     tokenizer = build_tokenizer()
     text_encoder = CLIPTextModel(CLIPTextConfig(
         vocab_size=len(tokenizer), hidden_size=text_width, intermediate_size=2 * text_width, num_hidden_layers=2,
@@ -68,7 +75,10 @@ def build_prior(resolution: int = 32, channels=(32, 64, 64), text_width: int = 6
         down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (len(channels) - 1),
         up_block_types=("CrossAttnUpBlock2D",) * (len(channels) - 1) + ("UpBlock2D",),
         cross_attention_dim=text_width, attention_head_dim=8, norm_num_groups=8,
+        class_embed_type="projection", projection_class_embeddings_input_dim=CAMERA_FEATURES,
     )
+    nn.init.zeros_(unet.class_embedding.linear_2.weight)
+    nn.init.zeros_(unet.class_embedding.linear_2.bias)
     # Cosine schedule: the linear one leaves too little signal at high t for small pixel-space images.
     scheduler = DDIMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="epsilon",
                               clip_sample=False, set_alpha_to_one=False)

@@ -2,12 +2,13 @@
 against the world's ground truth: the check that the prior draws what its captions say."""
 
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
 from diffusers import DDIMScheduler
 
+from sds3d.cameras import Cameras, sample_cameras
 from sds3d.export import write_image
 from sds3d.objectives.base import cfg as guided
 from sds3d.world.metrics import score_sample
@@ -22,28 +23,35 @@ def evaluation_captions() -> Dict[str, List[str]]:
 
 
 @torch.no_grad()
-def sample_images(guide, captions: Sequence[str], steps: int = 50, guidance_scale: float = 3.0, seed: int = 0) -> torch.Tensor:
-    """DDIM samples [N, 3, r, r] in [0, 1], one per caption, with standard CFG against the empty prompt."""
+def sample_images(guide, captions: Sequence[str], steps: int = 50, guidance_scale: float = 3.0, seed: int = 0,
+                  cameras: Optional[Cameras] = None) -> torch.Tensor:
+    """DDIM samples [N, 3, r, r] in [0, 1], one per caption, with standard CFG against the empty prompt;
+    a camera-conditioned guide (``view_aware``) draws caption n as seen by camera n of ``cameras``."""
     alphas = guide.alphas_cumprod.double().cpu()
     betas = 1.0 - alphas / torch.cat([torch.ones(1, dtype=alphas.dtype), alphas[:-1]])  # the guide's own schedule
     scheduler = DDIMScheduler(num_train_timesteps=len(alphas), trained_betas=betas.numpy(), clip_sample=False, set_alpha_to_one=False)
     scheduler.set_timesteps(steps)
     embeddings = guide.embed(list(captions) + [""])
     cond, null = embeddings[:-1], embeddings[-1:].expand(len(captions), -1, -1)
+    views = {"cameras": cameras} if getattr(guide, "view_aware", False) else {}
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn(len(captions), 3, guide.resolution, guide.resolution, generator=generator).to(guide.device)
     for t in scheduler.timesteps:
         t_batch = torch.full((len(captions),), int(t), device=guide.device, dtype=torch.long)
-        eps_cond, eps_null = guide.predict_noise(x, t_batch, torch.stack([cond, null]))
+        eps_cond, eps_null = guide.predict_noise(x, t_batch, torch.stack([cond, null]), **views)
         x = scheduler.step(guided(eps_null, eps_cond, guidance_scale), int(t), x).prev_sample
     return ((x.cpu() + 1.0) / 2.0).clamp(0.0, 1.0)
 
 
 def score_prior(guide, cameras_cfg, out: Path, steps: int = 50, guidance_scale: float = 3.0, seed: int = 0) -> Dict[str, float]:
-    """Samples every evaluation caption, writes them as one grid (a row per set), returns pass rates."""
+    """Samples every evaluation caption (from training cameras drawn with ``seed``, for a camera-conditioned
+    guide), writes them as one grid (a row per set), returns pass rates."""
     rows, scores = [], {}
     for name, captions in evaluation_captions().items():
-        images = sample_images(guide, captions, steps, guidance_scale, seed)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            cameras = sample_cameras(cameras_cfg, guide.resolution, guide.resolution, batch_size=len(captions))
+        images = sample_images(guide, captions, steps, guidance_scale, seed, cameras)
         results = [score_sample(img.permute(1, 2, 0), cap, cameras_cfg) for img, cap in zip(images, captions)]
         scores[name] = float(np.mean([r["passed"] for r in results]))
         scores[f"{name}/iou"] = float(np.mean([r["iou"] for r in results]))

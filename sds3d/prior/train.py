@@ -32,15 +32,15 @@ def tokenize(tokenizer, captions):
 
 def load_dataset(work_dir: Path, count: int, resolution: int, seed: int):
     """Rendered once and cached in the work folder (the renders, not the model, are the slow part to redo)."""
-    path = work_dir / f"dataset-{count}-{resolution}-{seed}.pt"
+    path = work_dir / f"dataset-{count}-{resolution}-{seed}-cameras.pt"
     if path.is_file():
         data = torch.load(path, weights_only=False)
-        return data["images"], data["captions"]
+        return data["images"], data["captions"], data["cameras"]
     cameras = load_config(prompt="world").cameras
-    images, captions = render_dataset(count, resolution, cameras, seed)
+    images, captions, features = render_dataset(count, resolution, cameras, seed)
     with atomic_write(path) as tmp:
-        torch.save({"images": images, "captions": captions}, tmp)
-    return images, captions
+        torch.save({"images": images, "captions": captions, "cameras": features}, tmp)
+    return images, captions, features
 
 
 def export_ema(prior: Prior, modules: nn.ModuleDict, ema: EMAModel, out_dir: Path) -> None:
@@ -57,8 +57,12 @@ def export_ema(prior: Prior, modules: nn.ModuleDict, ema: EMAModel, out_dir: Pat
 
 def warm_start(prior: Prior, folder: Path) -> None:
     """Copies a saved prior's weights into ``prior``, whose tokenizer may know more words and take longer
-    prompts: the old token and position embeddings keep their rows, the new rows keep their fresh init."""
-    prior.unet.load_state_dict(UNet2DConditionModel.from_pretrained(folder / "unet").float().state_dict())
+    prompts: the old token and position embeddings keep their rows, the new rows keep their fresh init.
+    A camera-blind prior's UNet leaves the camera embedding as built (its output layer zero)."""
+    missing, unexpected = prior.unet.load_state_dict(
+        UNet2DConditionModel.from_pretrained(folder / "unet").float().state_dict(), strict=False)
+    if unexpected or any(not name.startswith("class_embedding.") for name in missing):
+        raise ValueError(f"{folder} is not a prior of this architecture (missing {missing}, unexpected {unexpected})")
     new_state = prior.text_encoder.state_dict()
     old_state = CLIPTextModel.from_pretrained(folder / "text_encoder").state_dict()
     for name, value in old_state.items():
@@ -72,13 +76,14 @@ def warm_start(prior: Prior, folder: Path) -> None:
 def train_prior(out_dir: Path, work_dir: Path, steps: int, batch_size: int = 32, lr: float = 1e-3,
                 dataset_size: int = 12000, resolution: int = 32, seed: int = 0, cond_dropout: float = 0.1,
                 save_every: int = 250, log_every: int = 25, channels=(32, 64, 64), degrade_prob: float = 0.25,
-                init: Path = None) -> Path:
+                camera_dropout: float = 0.1, init: Path = None) -> Path:
     """``degrade_prob``: chance that a training image is degraded and captioned so (``degrade.py``);
+    ``camera_dropout``: chance that its camera is given as unknown (for callers without cameras);
     ``init``: a saved prior folder to start from (ignored when the work folder holds a checkpoint)."""
     out_dir, work_dir = Path(out_dir), Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    images, captions = load_dataset(work_dir, dataset_size, resolution, seed)
+    images, captions, cameras = load_dataset(work_dir, dataset_size, resolution, seed)
     prior = build_prior(resolution, channels)
     ckpt_path = work_dir / "ckpt.pt"
     if init is not None and not ckpt_path.is_file():
@@ -105,12 +110,13 @@ def train_prior(out_dir: Path, work_dir: Path, steps: int, batch_size: int = 32,
         batch, text = degrade_batch(images[idx], [captions[i] for i in idx.tolist()], degrade_prob, random.Random(seed * 1_000_003 + step))
         x = batch.float() / 127.5 - 1.0
         text = ["" if torch.rand(()).item() < cond_dropout else caption for caption in text]
+        known = (torch.rand(batch_size, 1) >= camera_dropout).float()
         t = torch.randint(0, alphas.shape[0], (batch_size,))
         noise = torch.randn_like(x)
         a = alphas[t].view(-1, 1, 1, 1)
         x_t = a.sqrt() * x + (1 - a).sqrt() * noise
         embeddings = prior.text_encoder(tokenize(prior.tokenizer, text)).last_hidden_state
-        loss = F.mse_loss(prior.unet(x_t, t, encoder_hidden_states=embeddings).sample, noise)
+        loss = F.mse_loss(prior.unet(x_t, t, encoder_hidden_states=embeddings, class_labels=cameras[idx] * known).sample, noise)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(modules.parameters(), 1.0)
