@@ -20,8 +20,18 @@ app = typer.Typer(
 state = {"debug": False}
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"sds3d {version('sds3d')}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _options(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks and debug logs.")):
+def _options(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks and debug logs."),
+             _version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                           help="Print the version and exit.")):
     state["debug"] = debug
     logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, format="%(message)s")
 

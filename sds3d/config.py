@@ -16,8 +16,9 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 from sds3d.config_schema import RunConfig, Schedulable
 from sds3d.errors import ConfigError
 
-CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
-ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
+# Links to the repository's top-level folders in a checkout, real folders in an installed wheel.
+CONFIGS_DIR = (Path(__file__).parent / "configs").resolve()
+ASSETS_DIR = (Path(__file__).parent / "assets").resolve()
 
 
 def _asset_path(name: str) -> str:

@@ -20,7 +20,7 @@ from torch.autograd.function import once_differentiable
 from sds3d.errors import ConfigError
 from sds3d.scene.hashgrid_layout import GridLayout, refuse_point_gradient
 
-CUDA_SOURCES = Path(__file__).resolve().parents[2] / "cuda"
+CUDA_SOURCES = (Path(__file__).parents[1] / "cuda").resolve()  # the package's link to the top-level cuda/
 
 
 @functools.lru_cache(maxsize=None)
