@@ -1,5 +1,6 @@
 """The one entry the CLI and Python users share: generate an asset, resume, refine or re-export a run."""
 
+import itertools
 import json
 import re
 import time
@@ -24,12 +25,22 @@ def slugify(prompt: str, max_length: int = 48) -> str:
 
 
 def new_run_dir(cfg, prefix: str = "") -> Path:
-    """``<out_dir>/<prefix><prompt-slug>-<yyyymmdd-hhmmss>``, with ``-2``, ``-3``, ... if that folder exists."""
+    """Claims ``<out_dir>/<prefix><prompt-slug>-<yyyymmdd-hhmmss>`` (``-2``, ``-3``, ... when taken): the
+    folder is created exclusively, so two runs started in the same second never share one. An out_dir
+    that cannot be written is a ConfigError before any model loads."""
     base = Path(cfg.out_dir).expanduser() / f"{prefix}{slugify(cfg.prompt.text)}-{time.strftime('%Y%m%d-%H%M%S')}"
-    path, n = base, 2
-    while path.exists():
-        path, n = base.with_name(f"{base.name}-{n}"), n + 1
-    return path
+    try:
+        base.parent.mkdir(parents=True, exist_ok=True)
+        for n in itertools.count(1):
+            path = base if n == 1 else base.with_name(f"{base.name}-{n}")
+            try:
+                path.mkdir()
+                return path
+            except FileExistsError:
+                continue
+    except OSError as exc:
+        raise ConfigError(f"cannot create a run folder in out_dir '{cfg.out_dir}': {exc.strerror or exc}",
+                          hint="set out_dir=<a folder you can write>") from exc
 
 
 def generate(prompt: Optional[str] = None, config: Optional[str] = None, overrides: Sequence[str] = (),

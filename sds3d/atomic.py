@@ -1,6 +1,7 @@
 """Write-then-rename, so a killed process never leaves a half-written file under the real name."""
 
 import os
+import re
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,3 +25,15 @@ def atomic_write(path: Path) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def remove_stale_temporaries(folder: Path) -> int:
+    """Deletes the temporaries ``atomic_write`` leaves when its process is killed (kill -9, power loss)
+    anywhere under ``folder``; returns how many there were. Only for a folder no other process writes."""
+    stale = [p for p in Path(folder).rglob(".*.tmp*") if p.is_file() and _TEMPORARY.fullmatch(p.name)]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)
+
+
+_TEMPORARY = re.compile(r"\..+\.[0-9a-f]{8}\.tmp(\.[^.]+)?")

@@ -1,6 +1,9 @@
 """`sds3d run | image | batch | refine | export | configs`: parses, calls the API, prints errors as a message and a hint."""
 
+import contextlib
 import logging
+import os
+import signal
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -318,7 +321,25 @@ def bench_speed(
     typer.echo(f"wrote {write_report(result, out)}")
 
 
+def _interrupt_on_sigterm() -> None:
+    """SIGTERM (timeout, docker stop, job schedulers, Ray) ends a command the way Ctrl-C does: a run
+    saves its checkpoint and exports, the app stops its jobs the same way."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+def _silence_closed_output() -> None:
+    """stdout or stderr is a closed pipe (``sds3d run ... | head``): later writes go nowhere."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(devnull, stream.fileno())
+
+
 def main():
+    _interrupt_on_sigterm()
     try:
         code = app(standalone_mode=False)
     except Sds3dError as exc:
@@ -333,4 +354,7 @@ def main():
         sys.exit(exc.exit_code)
     except click.Abort:
         sys.exit(130)
+    except BrokenPipeError:
+        _silence_closed_output()
+        sys.exit(141)  # what a shell reports for a command killed by SIGPIPE
     sys.exit(code if isinstance(code, int) else 0)

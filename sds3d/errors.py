@@ -23,3 +23,7 @@ class ExportError(Sds3dError):
 
 class NonFiniteError(Sds3dError):
     """The loss or a gradient became NaN/inf; the run stops and keeps its last good checkpoint."""
+
+
+class CheckpointError(Sds3dError):
+    """A checkpoint is missing, damaged, or does not belong to the run's config."""

@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 from omegaconf import DictConfig, OmegaConf
 
-from sds3d.checkpoint import load_checkpoint
+from sds3d.checkpoint import load_checkpoint, read_checkpoint
 from sds3d.config import schedule
 from sds3d.export import decimate
 from sds3d.render.background import Background
@@ -87,7 +87,7 @@ def refine(cfg: DictConfig, nerf_scene: nn.ModuleDict, run_dir: Path) -> RunResu
 
 def saved_surface(ckpt_path: Path, cfg) -> MeshScene:
     """A mesh scene shaped like the one saved in a mesh-stage checkpoint (weights not yet loaded)."""
-    state = torch.load(ckpt_path, map_location="cpu", weights_only=False)["scene"]
+    state = read_checkpoint(ckpt_path)["scene"]
     return MeshScene(state["field.base_vertices"], state["field.faces"], TextureField(cfg.scene))
 
 

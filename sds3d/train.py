@@ -1,5 +1,6 @@
 """The per-prompt optimisation loop: build, step, validate, checkpoint, resume, export."""
 
+import contextlib
 import json
 import logging
 import resource
@@ -16,7 +17,8 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from sds3d.cameras import sample_cameras
-from sds3d.checkpoint import load_checkpoint, save_checkpoint
+from sds3d.atomic import atomic_write, remove_stale_temporaries
+from sds3d.checkpoint import load_checkpoint, run_identity, save_checkpoint
 from sds3d.config import save_config, schedule
 from sds3d.errors import ConfigError, NonFiniteError
 from sds3d.guides.prompts import PromptSet
@@ -229,6 +231,22 @@ def train_step(s: Session, step: int, timer=untimed) -> StepOutput:
     return StepOutput(loss, losses, result.stats, grad_norm, shading)
 
 
+def keep_metrics_up_to(path: Path, step: int) -> None:
+    """Drops the metrics lines past the checkpoint's ``step`` (a killed run logged steps the resume redoes)
+    and a half-written last line."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                kept.append(line)
+        except (ValueError, KeyError, TypeError):
+            continue
+    with atomic_write(path) as tmp:
+        tmp.write_text("".join(f"{line}\n" for line in kept))
+
+
 def train(cfg, run_dir: Path, resume: bool = False, should_stop: Optional[Callable[[], bool]] = None,
           build_stage: Callable[..., Stage] = nerf_stage) -> RunResult:
     """``should_stop`` is asked before each step; True ends the run like Ctrl-C (checkpoint, then export).
@@ -236,10 +254,15 @@ def train(cfg, run_dir: Path, resume: bool = False, should_stop: Optional[Callab
     timer = PartTimer(pick_device(cfg.device))
     with timer("setup"):
         s = build_session(cfg, build_stage=build_stage)
+        ckpt_path, identity = run_dir / "ckpt" / "last.pt", run_identity(cfg)
+        # A resume writes nothing until its checkpoint has loaded: a failed one leaves the folder as it was.
+        start = load_checkpoint(ckpt_path, s.scene, s.optimizer, s.objective, s.scaler, identity=identity) if resume else 0
         run_dir.mkdir(parents=True, exist_ok=True)
+        if remove_stale_temporaries(run_dir):
+            log.info("removed temporaries a killed run left in %s", run_dir)
+        if resume:
+            keep_metrics_up_to(run_dir / "metrics.jsonl", start)
         save_config(cfg, run_dir / "config.yaml")
-        ckpt_path = run_dir / "ckpt" / "last.pt"
-        start = load_checkpoint(ckpt_path, s.scene, s.optimizer, s.objective, s.scaler) if resume else 0
     scene, renderer = s.scene, s.renderer
     metrics = (run_dir / "metrics.jsonl").open("a")
     step, began, interrupted = start, time.perf_counter(), False
@@ -261,20 +284,21 @@ def train(cfg, run_dir: Path, resume: bool = False, should_stop: Optional[Callab
                 metrics.flush()
             last = done == cfg.train.steps  # the last step's checkpoint and validation are written after the loop
             if cfg.train.ckpt_every and done % cfg.train.ckpt_every == 0 and not last:
-                save_checkpoint(ckpt_path, done, scene, s.optimizer, s.objective, s.scaler)
+                save_checkpoint(ckpt_path, done, scene, s.optimizer, s.objective, s.scaler, identity)
             if cfg.train.val_every and done % cfg.train.val_every == 0 and not last:
                 with timer("validation"):
                     save_validation(renderer, scene, cfg, run_dir, done)
             step = done
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, BrokenPipeError):  # Ctrl-C, SIGTERM (the CLI makes it one) or a closed pipe
         interrupted = True
         log.warning("interrupted at step %d: saving a checkpoint and exporting what there is", step)
     finally:
-        bar.close()
+        with contextlib.suppress(OSError):  # the bar writes to stderr, which may be a pipe closed by now
+            bar.close()
         metrics.close()
     elapsed = time.perf_counter() - began
     timer.seconds["steps"] = elapsed - timer.seconds["validation"]
-    save_checkpoint(ckpt_path, step, scene, s.optimizer, s.objective, s.scaler)
+    save_checkpoint(ckpt_path, step, scene, s.optimizer, s.objective, s.scaler, identity)
     with timer("validation"):
         save_validation(renderer, scene, cfg, run_dir, step)
     outputs = s.export(run_dir, timer)

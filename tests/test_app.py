@@ -138,16 +138,6 @@ def test_hub_models_are_not_fetched_to_check_words(tmp_path):
     assert request.cfg.guide.model == "stabilityai/stable-diffusion-2-1-base"
 
 
-def test_new_run_folders_never_collide(tmp_path, monkeypatch):
-    monkeypatch.setattr(api.time, "strftime", lambda _: "20260101-120000")  # two requests in the same second
-    cfg = load_config(prompt="a red cube", overrides=[f"out_dir={tmp_path}"])
-    names = []
-    for _ in range(3):
-        names.append(api.new_run_dir(cfg).name)
-        (tmp_path / names[-1]).mkdir()
-    assert names == ["a-red-cube-20260101-120000", "a-red-cube-20260101-120000-2", "a-red-cube-20260101-120000-3"]
-
-
 def tiny_request(config: Path, outputs: Path, steps: int) -> RunRequest:
     return build_request("a red cube", str(config), Knobs("sds", steps, None, 0), outputs)
 

@@ -9,7 +9,7 @@ import trimesh
 
 from sds3d import api
 from sds3d.config import load_config
-from sds3d.errors import ConfigError, ExportError
+from sds3d.errors import CheckpointError, ConfigError, ExportError
 from sds3d.scene.mesh import MeshScene, TextureField
 from sds3d.scene.nerf import NeRFField
 
@@ -70,7 +70,7 @@ def test_regularisers_on_an_octahedron():
 
 def test_bad_input_is_a_clear_error(nerf_run, tmp_path):
     (tmp_path / "config.yaml").write_text((nerf_run / "config.yaml").read_text())
-    with pytest.raises(ConfigError, match="no checkpoint"):
+    with pytest.raises(CheckpointError, match="no checkpoint"):
         api.refine(tmp_path)
     with pytest.raises(ConfigError, match="does not exist"):
         api.refine(tmp_path / "missing")

@@ -82,7 +82,12 @@ class Worker:
             with self._lock:
                 if job.state != WAITING:
                     continue
-                job.state, job.run_dir = RUNNING, api.new_run_dir(job.request.cfg)
+                try:
+                    job.run_dir = api.new_run_dir(job.request.cfg)
+                except Sds3dError as exc:  # out_dir not writable: this job fails, the worker goes on
+                    job.message, job.state = explain(exc), FAILED
+                    continue
+                job.state = RUNNING
             self._run(job)
 
     def _run(self, job: Job) -> None:
