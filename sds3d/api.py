@@ -12,7 +12,7 @@ from sds3d.atomic import atomic_write
 from sds3d.checkpoint import load_checkpoint
 from sds3d.config import load_config, load_refine_config, load_saved_config
 from sds3d.errors import ConfigError
-from sds3d.layout import plan_layout
+from sds3d.layout import load_layout, plan_layout
 from sds3d.objectives import OBJECTIVES
 from sds3d.refine import REFINE_DIR, refine as refine_stage, resume_refine
 from sds3d.train import RunResult, build_scene, pick_device, train
@@ -57,6 +57,8 @@ def generate(prompt: Optional[str] = None, config: Optional[str] = None, overrid
     if layout is not None:
         config, overrides = config or "semantic", [*overrides, f"layout.file={layout}"]
     cfg = load_config(config, overrides, prompt, objective_names=list(OBJECTIVES))
+    if cfg.layout.file:
+        load_layout(cfg.layout.file, cfg.scene.radius)  # a bad layout fails before a run folder exists
     run_dir = Path(run_dir) if run_dir else new_run_dir(cfg)
     if cfg.layout.planner.url and not cfg.layout.file:
         planner = cfg.layout.planner

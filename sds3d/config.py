@@ -10,11 +10,13 @@ import re
 from pathlib import Path
 from typing import List, Optional, Sequence
 
+import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from sds3d.config_schema import RunConfig, Schedulable
 from sds3d.errors import ConfigError
+from sds3d.files import read_text, yaml_error
 
 # Links to the repository's top-level folders in a checkout, real folders in an installed wheel.
 CONFIGS_DIR = (Path(__file__).parent / "configs").resolve()
@@ -106,9 +108,14 @@ def _read_yaml(path: Path, seen: Sequence[Path] = ()) -> DictConfig:
     if path in seen:
         raise ConfigError(f"config '{path}' includes itself through 'defaults'")
     try:
-        node = OmegaConf.load(path)
-    except (OSError, ValueError, OmegaConfBaseException) as exc:
+        node = OmegaConf.create(read_text(path, "config"))
+    except yaml.YAMLError as exc:
+        raise yaml_error(exc, path, "config") from exc
+    except (ValueError, OmegaConfBaseException) as exc:
         raise ConfigError(f"cannot read config '{path}': {exc}") from exc
+    if not isinstance(node, DictConfig):
+        raise ConfigError(f"config '{path}' must be a mapping of sections (train:, objective:, ...), got a list",
+                          hint="see configs/base.yaml for the layout of a config")
     parents = node.pop("defaults", ListConfig([]))
     if not isinstance(parents, ListConfig):
         raise ConfigError(f"'defaults' in '{path}' must be a list of config names, e.g. [base]")
@@ -176,6 +183,8 @@ def validate(cfg: DictConfig, objective_names: Sequence[str] = ()) -> None:
         raise ConfigError(f"config keys without a value: {', '.join(missing)}", hint="set them in the YAML or as key=value")
     if not cfg.prompt.text.strip():
         raise ConfigError("the prompt is empty", hint='sds3d run "a hamburger"')
+    if not -(2**63) <= cfg.seed < 2**64:
+        raise ConfigError(f"seed {cfg.seed} does not fit in 64 bits", hint="give a seed between 0 and 2**64 - 1")
     choices = dict(CHOICES)
     if objective_names:
         choices["objective.name"] = tuple(objective_names)
@@ -231,10 +240,12 @@ def validate_layout_keys(cfg: DictConfig) -> None:
 
 def layout_prompt(path: str) -> str:
     """The global prompt of a layout file (the whole layout is checked when the run loads it)."""
+    file = Path(path).expanduser()
     try:
-        prompt = OmegaConf.load(Path(path).expanduser()).get("prompt")
-    except (OSError, ValueError, OmegaConfBaseException) as exc:
-        raise ConfigError(f"cannot read layout '{path}': {str(exc).splitlines()[0]}", hint="give a YAML or JSON layout file") from exc
+        data = yaml.safe_load(read_text(file, "layout"))
+    except yaml.YAMLError as exc:
+        raise yaml_error(exc, file, "layout", hint="give a YAML or JSON layout file") from exc
+    prompt = data.get("prompt") if isinstance(data, dict) else None
     if not isinstance(prompt, str) or not prompt.strip():
         raise ConfigError(f"layout '{path}' has no global prompt", hint="add a top-level 'prompt: ...' to the layout")
     return prompt

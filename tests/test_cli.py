@@ -121,3 +121,31 @@ def test_export_rejects_an_unknown_format(monkeypatch, capsys, tmp_path):
     code, _, err = cli(monkeypatch, capsys, "export", saved_run(tmp_path / "run"), "--format", "stl")
     assert code == 2
     assert "unknown format 'stl'" in err and "glb" in err
+
+
+BAD_FILES = {
+    "config-syntax.yaml": (b"train:\n  steps: [1,\n", ["-c"], "line 3, column 1"),
+    "config-list.yaml": (b"- a\n- b\n", ["-c"], "must be a mapping of sections"),
+    "layout-syntax.yaml": (b"prompt: x\nobjects: [1,\n", ["--layout"], "line 3, column 1"),
+    "layout-binary.yaml": (bytes(range(128, 256)), ["--layout"], "is not UTF-8 text"),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_FILES))
+def test_bad_files_are_one_clear_error(monkeypatch, capsys, tmp_path, name):
+    content, option, message = BAD_FILES[name]
+    (tmp_path / name).write_bytes(content)
+    code, _, err = cli(monkeypatch, capsys, "run", "a red cube", *option, tmp_path / name, f"out_dir={tmp_path / 'out'}")
+    assert code == 2 and message in err and str(tmp_path / name) in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()  # nothing written
+
+
+def test_a_binary_prompts_file_is_a_clear_error(monkeypatch, capsys, tmp_path):
+    (tmp_path / "prompts.txt").write_bytes(bytes(range(128, 256)))
+    code, _, err = cli(monkeypatch, capsys, "batch", tmp_path / "prompts.txt")
+    assert code == 2 and "prompts file" in err and "is not UTF-8 text" in err
+
+
+def test_a_seed_beyond_64_bits_is_a_clear_error(monkeypatch, capsys, tmp_path):
+    code, _, err = cli(monkeypatch, capsys, "run", "a red cube", "seed=123456789012345678901234567890", f"out_dir={tmp_path}")
+    assert code == 2 and "does not fit in 64 bits" in err

@@ -138,3 +138,19 @@ def test_embedding_cache_keys_by_model_and_prompt(tmp_path):
     a.put("a cat", torch.ones(2))
     assert b.get("a cat") is None
     assert a.get("a dog") is None
+
+
+def test_a_corrupt_cache_entry_is_recomputed_and_an_unwritable_cache_only_warns(tmp_path, caplog):
+    from sds3d.guides.prompts import EmbeddingCache
+
+    cache = EmbeddingCache(str(tmp_path), "model")
+    cache.put("a red cube", torch.ones(2, 3))
+    cache.path("a red cube").write_bytes(b"not a tensor")
+    with caplog.at_level("WARNING", logger="sds3d"):
+        assert cache.get("a red cube") is None
+    assert "unreadable" in caplog.text
+    (tmp_path / "blocked").write_text("")
+    blocked = EmbeddingCache(str(tmp_path / "blocked"), "model")  # its folder would sit under a file
+    with caplog.at_level("WARNING", logger="sds3d"):
+        blocked.put("a red cube", torch.ones(2, 3))
+    assert "cannot write the text-embedding cache" in caplog.text and blocked.get("a red cube") is None

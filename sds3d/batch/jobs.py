@@ -15,6 +15,7 @@ import yaml
 from sds3d.api import slugify
 from sds3d.config import load_config
 from sds3d.errors import ConfigError
+from sds3d.files import read_text, yaml_error
 from sds3d.objectives import OBJECTIVES
 
 ENTRY_KEYS = ("prompt", "config", "overrides", "seed")
@@ -52,14 +53,17 @@ def default_batch_dir(path: Path, config: Optional[str] = None, overrides: Seque
 
 
 def _text_entries(path: Path) -> List[Tuple[str, dict]]:
-    lines = enumerate(path.read_text().splitlines(), 1)
+    lines = enumerate(read_text(path, "prompts file").splitlines(), 1)
     return [(f"line {n}", {"prompt": line.strip()}) for n, line in lines if line.strip() and not line.lstrip().startswith("#")]
 
 
 def _list_entries(path: Path) -> List[Tuple[str, dict]]:
+    text = read_text(path, "prompts file")
     try:
-        items = json.loads(path.read_text()) if path.suffix.lower() == ".json" else yaml.safe_load(path.read_text())
-    except (ValueError, yaml.YAMLError) as exc:
+        items = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise yaml_error(exc, path, "prompts file") from exc
+    except ValueError as exc:
         raise ConfigError(f"cannot read prompts file '{path}': {exc}") from exc
     if items is None:
         return []

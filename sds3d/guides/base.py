@@ -167,6 +167,10 @@ class DiffusersGuide:
         encoder_cls = getattr(transformers, (config.architectures or ["CLIPTextModel"])[0])
         encoder = load_component(encoder_cls, self.model, "text_encoder", torch_dtype=self.dtype).to(self.device)
         length = min(tokenizer.model_max_length, 77)
+        for prompt, ids in zip(prompts, tokenizer(prompts).input_ids):
+            if len(ids) > length:
+                log.warning("the prompt '%s' is %d tokens, more than the text encoder's %d: the rest is cut off",
+                            prompt, len(ids), length)
         tokens = tokenizer(prompts, padding="max_length", max_length=length, truncation=True, return_tensors="pt")
         # T5 (DeepFloyd IF) is trained with a padding mask; CLIP encoders are used without one, as in diffusers.
         mask = tokens.attention_mask.to(self.device) if config.model_type == "t5" else None

@@ -2,6 +2,7 @@
 on-disk text-embedding cache (so a text encoder is loaded once per model and prompt, ever)."""
 
 import hashlib
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,8 @@ import torch
 from sds3d.atomic import atomic_write
 from sds3d.cameras import VIEWS, Cameras, view_labels
 from sds3d.errors import ConfigError
+
+log = logging.getLogger("sds3d")
 
 
 @dataclass
@@ -59,12 +62,25 @@ class EmbeddingCache:
         return self.folder / f"{digest}.pt"
 
     def get(self, prompt: str) -> Optional[torch.Tensor]:
+        """The cached embedding, or None when there is none or the entry cannot be read (it is then recomputed)."""
         path = self.path(prompt)
-        return torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else None
+        if not path.is_file():
+            return None
+        try:
+            embedding = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # a truncated or foreign file: torch raises several kinds
+            log.warning("text-embedding cache entry %s is unreadable (%s): recomputing it", path, type(exc).__name__)
+            return None
+        return embedding if isinstance(embedding, torch.Tensor) else None
 
     def put(self, prompt: str, embedding: torch.Tensor) -> None:
-        with atomic_write(self.path(prompt)) as tmp:
-            torch.save(embedding.detach().float().cpu(), tmp)
+        """Stores the embedding; a cache folder that cannot be written only costs the cache, with a warning."""
+        try:
+            with atomic_write(self.path(prompt)) as tmp:
+                torch.save(embedding.detach().float().cpu(), tmp)
+        except OSError as exc:
+            log.warning("cannot write the text-embedding cache in %s (%s): embeddings are recomputed next time",
+                        self.folder, exc.strerror or exc)
 
 
 def view_prompt(prompt: str, label: str) -> str:

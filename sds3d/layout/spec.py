@@ -24,6 +24,7 @@ import torch
 import yaml
 
 from sds3d.errors import ConfigError
+from sds3d.files import read_text, yaml_error
 
 Vec3 = Tuple[float, float, float]
 LAYOUT_KEYS = ("prompt", "objects")
@@ -117,9 +118,12 @@ def load_layout(path: str, radius: Optional[float] = None) -> Layout:
     file = Path(path).expanduser()
     if not file.is_file():
         raise ConfigError(f"layout file '{path}' does not exist", hint="give a YAML or JSON layout, e.g. assets/layouts/cube-left-of-sphere.yaml")
+    text = read_text(file, "layout")
     try:
-        data = json.loads(file.read_text()) if file.suffix == ".json" else yaml.safe_load(file.read_text())
-    except (ValueError, yaml.YAMLError) as exc:
+        data = json.loads(text) if file.suffix == ".json" else yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise yaml_error(exc, file, "layout", hint=HINT) from exc
+    except ValueError as exc:
         raise ConfigError(f"cannot read layout '{path}': {str(exc).splitlines()[0]}", hint=HINT) from exc
     return parse_layout(data, radius, source=str(path))
 

@@ -1,0 +1,27 @@
+"""Reading the text files users hand in (configs, layouts, prompt lists) with errors that name the file
+and, for YAML, the line and column."""
+
+from pathlib import Path
+
+import yaml
+
+from sds3d.errors import ConfigError
+
+
+def read_text(path: Path, what: str) -> str:
+    """The file's UTF-8 text; a binary or otherwise undecodable file is a ConfigError."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{what} '{path}' is not UTF-8 text (byte {exc.start} cannot be decoded): is it a binary file?",
+                          hint=f"give a text {what}") from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} '{path}': {exc.strerror or exc}") from exc
+
+
+def yaml_error(exc: yaml.YAMLError, path: Path, what: str, hint: str = "") -> ConfigError:
+    """A YAML syntax error as a ConfigError: '<what> <path>, line L, column C: <problem>' (1-based)."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return ConfigError(f"{what} '{path}'{where}: {problem}", hint=hint or "fix the YAML syntax there")
