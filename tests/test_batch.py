@@ -110,6 +110,12 @@ def test_index_reopens_finished_jobs_and_reruns_one_whose_glb_is_gone(tmp_path):
     assert not list(tmp_path.glob(".index*")), "no temporary files left behind"
 
 
+def test_words_the_bundled_prior_does_not_know_fail_before_any_job_starts(tmp_path):
+    prompts = write(tmp_path, "prompts.txt", "a red cube\n# a comment\na hamburger on a plate\n")
+    with pytest.raises(ConfigError, match=r"line 3 .*does not know the word\(s\): hamburger, plate"):
+        read_jobs(prompts)
+
+
 def test_unreadable_index_is_a_clean_error(tmp_path):
     write(tmp_path, "index.json", "{not json")
     with pytest.raises(ConfigError, match="cannot read the batch index"):
@@ -195,6 +201,17 @@ def test_failing_jobs_are_retried_and_reported_while_the_others_finish(workers, 
     assert "\x1b[" not in details
     saved = json.loads((tmp_path / "out" / "index.json").read_text())["jobs"]
     assert [(r["status"], r["attempts"]) for r in saved] == [("done", 2), ("failed", 2)]
+
+
+def bad_config(job, run_dir, threads):
+    raise ConfigError(f"'{job.prompt}' is wrong in a way no retry fixes")
+
+
+def test_a_config_error_is_not_retried(workers, tmp_path):
+    (job,) = read_jobs(write(tmp_path, "prompts.txt", "a red cube\n"), TINY, QUICK)
+    index = run_batch([job], tmp_path / "out", workers, retries=2, job_fn=bad_config)
+    assert (index[job.name].status, index[job.name].attempts) == ("failed", 1)
+    assert "no retry fixes" in index[job.name].error
 
 
 def test_an_interrupted_run_resumes_from_its_checkpoint(workers, tiny_sd_dir, tmp_path):

@@ -15,7 +15,7 @@ from tqdm import tqdm
 from sds3d.batch.index import BatchIndex
 from sds3d.batch.jobs import Job, default_batch_dir, read_jobs
 from sds3d.batch.worker import run_job
-from sds3d.errors import ConfigError, Sds3dError
+from sds3d.errors import CheckpointError, ConfigError, Sds3dError
 
 ERROR_FILE = "error.txt"
 ANSI_COLOUR = re.compile(r"\x1b\[[0-9;]*m")
@@ -123,7 +123,7 @@ def run_batch(jobs: Sequence[Job], out_dir: Path, workers: Workers, retries: int
                 (out_dir / job.name).mkdir(parents=True, exist_ok=True)
                 details = getattr(exc, "traceback_str", None) or str(exc)
                 (out_dir / job.name / ERROR_FILE).write_text(ANSI_COLOUR.sub("", details) + "\n")
-                if attempts[job.name] <= retries:
+                if attempts[job.name] <= retries and not deterministic(exc):
                     bar.write(f"retrying {job.name} (attempt {attempts[job.name]} of {1 + retries} failed): {reason}")
                     index.update(job.name, status="pending", seconds=seconds, error=reason)
                     queue.append(job)
@@ -145,6 +145,11 @@ def run_batch(jobs: Sequence[Job], out_dir: Path, workers: Workers, retries: int
     finally:
         bar.close()
     return index
+
+
+def deterministic(exc: Exception) -> bool:
+    """A failure another attempt would repeat: the job's config, prompt or checkpoint is wrong."""
+    return any(isinstance(e, (ConfigError, CheckpointError)) for e in (exc, getattr(exc, "cause", None)))
 
 
 def describe_failure(exc: Exception) -> str:

@@ -2,6 +2,7 @@
 every diffusers-backed guide shares: loading with clear errors, the cached text embeddings, and one
 batched UNet call with v-prediction and learned-variance outputs converted to epsilon."""
 
+import functools
 import gc
 import logging
 import re
@@ -221,6 +222,21 @@ def unknown_words(tokenizer, prompts: List[str]) -> List[str]:
         return []
     return sorted({w for p in prompts for w in p.replace(",", " , ").split()
                    if unk in tokenizer(w, add_special_tokens=False).input_ids})
+
+
+def check_prompt_words(model: str, prompt: str) -> None:
+    """Before any model loads: for a local model folder whose tokenizer is word-level (the bundled prior),
+    a ConfigError naming the prompt's words it does not know. Hub ids and subword tokenizers pass."""
+    folder = Path(model).expanduser()
+    if (folder / "tokenizer").is_dir():
+        check_vocabulary(_folder_tokenizer(str(folder.resolve())), [prompt], model)
+
+
+@functools.lru_cache(maxsize=8)
+def _folder_tokenizer(folder: str):
+    import transformers
+
+    return load_component(transformers.AutoTokenizer, folder, "tokenizer")
 
 
 def check_vocabulary(tokenizer, prompts: List[str], model: str) -> None:
