@@ -15,7 +15,7 @@ from PIL import Image
 from sds3d import api
 from sds3d.app.request import Knobs, RunRequest, build_request, config_choices, explain, knob_defaults
 from sds3d.app.runs import format_seconds, loss_curve, read_metrics, read_progress, scan_runs
-from sds3d.app.worker import FINISHED, STOPPED, Worker
+from sds3d.app.worker import FINISHED, RUNNING, STOPPED, Worker
 from sds3d.config import load_config
 from sds3d.errors import Sds3dError
 
@@ -126,7 +126,10 @@ def test_knobs_default_to_the_config_and_a_scheduled_scale_stays_the_configs(tmp
     ("a red cube", Knobs("sds", 0, 7.5, 0), "train.steps must be positive, got 0"),
     ("a red cube", Knobs("sds", 10.5, 7.5, 0), "bad value for 'train.steps'"),
     ("a red cube", Knobs("nope", 10, 7.5, 0), "objective.name: unknown value 'nope'"),
-], ids=["empty", "vocabulary", "zero-steps", "fractional-steps", "objective"])
+    ("a red cube", Knobs("sds", 10**6, 7.5, 0), "more than the page runs"),
+    ("a red cube", Knobs("sds", "many", 7.5, 0), "train.steps must be a number, got 'many'"),
+    ("a red cube " * 40, Knobs("sds", 10, 7.5, 0), "the page takes at most 300"),
+], ids=["empty", "vocabulary", "zero-steps", "fractional-steps", "objective", "too-many-steps", "non-numeric-steps", "long-prompt"])
 def test_bad_form_input_is_a_message_naming_the_problem(tmp_path, prompt, knobs, message):
     with pytest.raises(Sds3dError) as info:
         build_request(prompt, "base", knobs, tmp_path)
@@ -186,3 +189,30 @@ def test_app_without_gradio_says_how_to_get_it(monkeypatch, capsys):
     err = capsys.readouterr().err
     assert info.value.code == 2
     assert "needs gradio" in err and "pip install -e '.[app]'" in err
+
+
+def test_the_page_number_fields_reject_text_with_a_message():
+    import gradio as gr
+
+    from sds3d.app.page import CheckedNumber
+
+    field = CheckedNumber(label="Steps", precision=0, minimum=1, maximum=10)
+    with pytest.raises(gr.Error, match="Steps must be a number, got 'abc'"):
+        field.preprocess("abc")
+    assert field.preprocess(6) == 6
+
+
+def test_a_full_queue_refuses_more_runs_with_a_message(tmp_path, tiny_prior_dir):
+    from sds3d.app.worker import MAX_WAITING
+
+    worker = Worker()
+    config = write_tiny_prior_config(tmp_path, tiny_prior_dir)
+    try:
+        jobs = [worker.submit(tiny_request(config, tmp_path / "out", steps=10_000))]
+        wait_for(lambda: jobs[0].state == RUNNING)
+        jobs += [worker.submit(tiny_request(config, tmp_path / "out", steps=10_000)) for _ in range(MAX_WAITING)]
+        with pytest.raises(Sds3dError, match="the queue is full"):
+            worker.submit(tiny_request(config, tmp_path / "out", steps=6))
+    finally:
+        worker.shutdown()
+    assert all(job.done for job in jobs)

@@ -7,13 +7,22 @@ from typing import List, Optional, Tuple
 import gradio as gr
 import pandas as pd
 
-from sds3d.app.request import Knobs, build_request, explain, knob_defaults
+from sds3d.app.request import MAX_PROMPT_CHARS, MAX_STEPS, Knobs, build_request, explain, knob_defaults
 from sds3d.app.runs import latest_grid, loss_curve, read_metrics, read_progress, scan_runs, summarise
 from sds3d.app.worker import FINISHED, RUNNING, STOPPED, WAITING, Job, Worker
 from sds3d.errors import Sds3dError
 from sds3d.objectives import OBJECTIVES
 
 POLL_S = 1.0
+
+
+class CheckedNumber(gr.Number):
+    """A number field that answers a non-numeric value (sent through the API) with a message, not a blank error."""
+
+    def preprocess(self, payload):
+        if payload is not None and (isinstance(payload, bool) or not isinstance(payload, (int, float))):
+            raise gr.Error(f"{self.label} must be a number, got {payload!r}")
+        return super().preprocess(payload)
 
 
 def job_status(job: Job, ahead: int) -> str:
@@ -49,13 +58,13 @@ def build_page(worker: Worker, outputs: Path, choices: List[Tuple[str, str]]) ->
         gr.Markdown("## sds3d: text to 3D by score distillation")
         with gr.Row():
             with gr.Column(scale=1):
-                prompt = gr.Textbox(label="Prompt", placeholder="a red cube", elem_id="prompt")
+                prompt = gr.Textbox(label="Prompt", placeholder="a red cube", max_length=MAX_PROMPT_CHARS, elem_id="prompt")
                 config = gr.Dropdown(choices, value=default, label="Config", elem_id="config")
                 objective = gr.Dropdown(list(OBJECTIVES), value=knobs.objective, label="Objective", elem_id="objective")
                 with gr.Row():
-                    steps = gr.Number(knobs.steps, label="Steps", precision=0, elem_id="steps")
-                    scale = gr.Number(knobs.guidance_scale, label="Guidance scale", elem_id="guidance")
-                    seed = gr.Number(knobs.seed, label="Seed", precision=0, elem_id="seed")
+                    steps = CheckedNumber(knobs.steps, label="Steps", precision=0, minimum=1, maximum=MAX_STEPS, elem_id="steps")
+                    scale = CheckedNumber(knobs.guidance_scale, label="Guidance scale", elem_id="guidance")
+                    seed = CheckedNumber(knobs.seed, label="Seed", precision=0, elem_id="seed")
                 with gr.Row():
                     run = gr.Button("Run", variant="primary", elem_id="run")
                     stop = gr.Button("Stop", variant="stop", elem_id="stop")
@@ -97,10 +106,9 @@ def build_page(worker: Worker, outputs: Path, choices: List[Tuple[str, str]]) ->
 
         def on_run(text: str, name: str, obj: str, n: Optional[float], s: Optional[float], sd: Optional[float]):
             try:
-                request = build_request(text, name, Knobs(obj, n, s, sd), outputs)
+                job = worker.submit(build_request(text, name, Knobs(obj, n, s, sd), outputs))
             except Sds3dError as exc:
                 return {status: f"Cannot start: {explain(exc)}"}
-            job = worker.submit(request)
             return {job_id: job.id, status: job_status(job, worker.ahead_of(job)), timer: gr.Timer(active=True)}
 
         def on_stop(current: Optional[int]):

@@ -10,7 +10,12 @@ from omegaconf import DictConfig
 
 from sds3d.config import load_config, shipped_configs
 from sds3d.errors import ConfigError, Sds3dError
+from sds3d.guides.base import check_prompt_words
 from sds3d.objectives import OBJECTIVES
+
+# What one page request may ask for: the page is shared, the command line has no such limits.
+MAX_PROMPT_CHARS = 300
+MAX_STEPS = 20000
 
 
 @dataclass
@@ -63,28 +68,20 @@ def build_request(prompt: Optional[str], config: str, knobs: Knobs, out_dir: Pat
     overrides = [f"out_dir={json.dumps(str(out_dir))}"]
     for key, value in (("objective.name", knobs.objective), ("train.steps", knobs.steps),
                        ("objective.guidance_scale", knobs.guidance_scale), ("seed", knobs.seed)):
+        if key != "objective.name" and value not in (None, "") and not isinstance(value, (int, float)):
+            raise ConfigError(f"{key} must be a number, got {value!r}")
         if value not in (None, ""):
             overrides.append(f"{key}={_number(value) if isinstance(value, (int, float)) else value}")
     prompt = (prompt or "").strip()
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise ConfigError(f"the prompt is {len(prompt)} characters long; the page takes at most {MAX_PROMPT_CHARS}",
+                          hint="shorten it, or run it from the command line")
     cfg = load_config(config, overrides, prompt, objective_names=list(OBJECTIVES))
-    check_words(cfg)
+    if cfg.train.steps > MAX_STEPS:
+        raise ConfigError(f"{cfg.train.steps} steps is more than the page runs ({MAX_STEPS})",
+                          hint="lower Steps, or run it from the command line: sds3d run ... train.steps=N")
+    check_prompt_words(cfg.guide.model, prompt)  # hub models and the exact guide are checked as they load
     return RunRequest(prompt, config, overrides, cfg)
-
-
-def check_words(cfg: DictConfig) -> None:
-    """Name the prompt's words a local model's word-level tokenizer (the bundled prior's) does not know.
-
-    Hub models and the exact guide are checked when they load, in the run itself.
-    """
-    model = Path(cfg.guide.model).expanduser()
-    if not (model / "tokenizer").is_dir():
-        return
-    import transformers
-
-    from sds3d.guides.base import check_vocabulary, load_component
-
-    tokenizer = load_component(transformers.AutoTokenizer, str(model), "tokenizer")
-    check_vocabulary(tokenizer, [cfg.prompt.text], str(model))
 
 
 def explain(exc: Sds3dError) -> str:

@@ -11,11 +11,12 @@ from typing import Dict, Optional
 
 from sds3d import api
 from sds3d.app.request import RunRequest, explain
-from sds3d.errors import Sds3dError
+from sds3d.errors import ConfigError, Sds3dError
 
 log = logging.getLogger("sds3d")
 
 WAITING, RUNNING, FINISHED, STOPPED, FAILED = "queued", "running", "finished", "stopped", "failed"
+MAX_WAITING = 8
 
 
 @dataclass
@@ -42,8 +43,12 @@ class Worker:
         self._thread.start()
 
     def submit(self, request: RunRequest) -> Job:
-        job = Job(next(self._ids), request)
+        """Queues the run; a ConfigError when MAX_WAITING runs are already waiting."""
         with self._lock:
+            waiting = sum(1 for j in self._jobs.values() if j.state == WAITING)
+            if waiting >= MAX_WAITING:
+                raise ConfigError(f"the queue is full: {waiting} runs are waiting", hint="try again when one has started")
+            job = Job(next(self._ids), request)
             self._jobs[job.id] = job
         self._queue.put(job)
         return job
