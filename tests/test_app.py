@@ -194,9 +194,9 @@ def test_app_without_gradio_says_how_to_get_it(monkeypatch, capsys):
 def test_the_page_number_fields_reject_text_with_a_message():
     import gradio as gr
 
-    from sds3d.app.page import CheckedNumber
+    from sds3d.app.page import checked_number
 
-    field = CheckedNumber(label="Steps", precision=0, minimum=1, maximum=10)
+    field = checked_number(label="Steps", precision=0, minimum=1, maximum=10)
     with pytest.raises(gr.Error, match="Steps must be a number, got 'abc'"):
         field.preprocess("abc")
     assert field.preprocess(6) == 6

@@ -16,13 +16,20 @@ from sds3d.objectives import OBJECTIVES
 POLL_S = 1.0
 
 
-class CheckedNumber(gr.Number):
-    """A number field that answers a non-numeric value (sent through the API) with a message, not a blank error."""
+def checked_number(*args, **kwargs) -> gr.Number:
+    """A number field that answers a non-numeric value (sent through the API) with a message, not a
+    blank error. Its preprocess is wrapped rather than subclassed: gradio writes a .pyi stub beside
+    every Component subclass it meets."""
+    field = gr.Number(*args, **kwargs)
+    convert = field.preprocess
 
-    def preprocess(self, payload):
+    def preprocess(payload):
         if payload is not None and (isinstance(payload, bool) or not isinstance(payload, (int, float))):
-            raise gr.Error(f"{self.label} must be a number, got {payload!r}")
-        return super().preprocess(payload)
+            raise gr.Error(f"{field.label} must be a number, got {payload!r}")
+        return convert(payload)
+
+    field.preprocess = preprocess
+    return field
 
 
 def job_status(job: Job, ahead: int) -> str:
@@ -62,9 +69,9 @@ def build_page(worker: Worker, outputs: Path, choices: List[Tuple[str, str]]) ->
                 config = gr.Dropdown(choices, value=default, label="Config", elem_id="config")
                 objective = gr.Dropdown(list(OBJECTIVES), value=knobs.objective, label="Objective", elem_id="objective")
                 with gr.Row():
-                    steps = CheckedNumber(knobs.steps, label="Steps", precision=0, minimum=1, maximum=MAX_STEPS, elem_id="steps")
-                    scale = CheckedNumber(knobs.guidance_scale, label="Guidance scale", elem_id="guidance")
-                    seed = CheckedNumber(knobs.seed, label="Seed", precision=0, elem_id="seed")
+                    steps = checked_number(knobs.steps, label="Steps", precision=0, minimum=1, maximum=MAX_STEPS, elem_id="steps")
+                    scale = checked_number(knobs.guidance_scale, label="Guidance scale", elem_id="guidance")
+                    seed = checked_number(knobs.seed, label="Seed", precision=0, elem_id="seed")
                 with gr.Row():
                     run = gr.Button("Run", variant="primary", elem_id="run")
                     stop = gr.Button("Stop", variant="stop", elem_id="stop")
