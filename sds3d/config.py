@@ -160,14 +160,29 @@ def load_config(
     return _build(layers, overrides, objective_names)
 
 
+def _parse_overrides(overrides: Sequence[str]) -> DictConfig:
+    """The overrides as a config; a value YAML cannot read is a ConfigError naming its override."""
+    for override in overrides:
+        try:
+            OmegaConf.from_dotlist([override])
+        except yaml.YAMLError as exc:
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ConfigError(f"cannot read the value of override '{override}': {problem}",
+                              hint="quote a value with special characters: key='value'") from exc
+    return OmegaConf.from_dotlist(list(overrides))
+
+
 def _build(layers: list, overrides: Sequence[str], objective_names: Sequence[str]) -> DictConfig:
     bad = [o for o in overrides if not is_override(o)]
     if bad:
         raise ConfigError(f"cannot read override '{bad[0]}'", hint="overrides look like key.path=value")
     try:
-        cfg = OmegaConf.merge(OmegaConf.structured(RunConfig), *layers, OmegaConf.from_dotlist(list(overrides)))
+        cfg = OmegaConf.merge(OmegaConf.structured(RunConfig), *layers, _parse_overrides(overrides))
     except OmegaConfBaseException as exc:
         raise _explain(exc) from exc
+    except (TypeError, ValueError) as exc:  # omegaconf's own: a mapping given where the schema has a list, or back
+        raise ConfigError(f"a value does not fit its key's kind (a mapping, list or value): {exc}",
+                          hint=f"check the overrides {list(overrides)} against configs/base.yaml") from exc
     if OmegaConf.is_missing(cfg.prompt, "text") and cfg.layout.file:
         cfg.prompt.text = layout_prompt(cfg.layout.file)
     validate(cfg, objective_names)
