@@ -31,15 +31,21 @@ def _asset_path(name: str) -> str:
 OmegaConf.register_resolver("asset", _asset_path, replace=True)
 
 
-def schedule(value, step: int) -> float:
-    """Evaluate a schedulable scalar at ``step``: linear between start_step and end_step, clamped outside.
+def schedule(value, step: int, total_steps: int) -> float:
+    """Evaluate a schedulable scalar at ``step`` of ``total_steps``: linear between start_step and
+    end_step, clamped outside. When end_step is a float in (0, 1], both steps are fractions of the run,
+    so one recipe anneals at the same point of a 400- or a 10000-step run.
 
-    >>> schedule([0, 10.0, 1000.0, 5000], 2500)
+    >>> schedule([0, 10.0, 1000.0, 5000], 2500, 10000)
+    505.0
+    >>> schedule([0, 10.0, 1000.0, 0.5], 2500, 10000)
     505.0
     """
     if isinstance(value, (int, float)):
         return float(value)
     start_step, start, end, end_step = value
+    if by_fraction(value):
+        start_step, end_step = start_step * total_steps, end_step * total_steps
     if step <= start_step:
         return float(start)
     if step >= end_step:
@@ -55,6 +61,7 @@ CHOICES = {
     "device": ("auto", "cpu", "cuda"),
     "objective.weighting": ("sds", "uniform", "fantasia3d", "alpha", "sigma_over_alpha"),
     "objective.t_schedule": ("random", "sqrt_anneal", "dreamtime"),
+    "objective.t_unit": ("fraction", "alphabar"),
     "scene.density_bias": ("blob", "none"),
     "scene.normals": ("analytic", "finite_difference"),
     "scene.encoding.backend": ("auto", "cuda", "torch", "tcnn"),
@@ -272,6 +279,11 @@ def check_schedule(key: str, value) -> None:
             f"{key}: expected a number or [start_step, start_value, end_value, end_step], got {value!r}",
             hint=f"e.g. {key}=0.5 or {key}=[0,0.98,0.5,5000] (start_step <= end_step)",
         )
+
+
+def by_fraction(value) -> bool:
+    """Whether a schedule's steps are fractions of the run: its end_step is a float in (0, 1]."""
+    return isinstance(value[3], float) and 0.0 < value[3] <= 1.0
 
 
 def _is_schedule(value) -> bool:

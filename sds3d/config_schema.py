@@ -92,6 +92,7 @@ class ObjectiveConfig:
     guidance_scale: Schedulable = MISSING
     weighting: str = MISSING
     t_schedule: str = MISSING
+    t_unit: str = MISSING
     t_min: Schedulable = MISSING
     t_max: Schedulable = MISSING
     dreamtime: List[float] = MISSING

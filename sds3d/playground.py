@@ -85,7 +85,7 @@ def optimise_image(prompt: Optional[str] = None, config: Optional[str] = None, o
     with (out_dir / "metrics.jsonl").open("w") as metrics, bar:
         for step in range(steps):
             result = objective(guide, to_x(), conditions, step)
-            loss = schedule(cfg.objective.weight, step) * result.loss + sum(result.aux.values())
+            loss = schedule(cfg.objective.weight, step, steps) * result.loss + sum(result.aux.values())
             if not torch.isfinite(loss):
                 raise NonFiniteError(f"loss is {loss.item()} at step {step}", hint="lower image.lr or objective.guidance_scale")
             optimizer.zero_grad(set_to_none=True)

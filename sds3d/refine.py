@@ -59,7 +59,7 @@ def mesh_regularisers(surface: MeshScene, cfg, out, step: int) -> Dict[str, torc
     """Laplacian smoothing and normal consistency, weighted by their (scheduled) lambdas."""
     terms = {}
     for name, loss in (("laplacian", surface.laplacian_loss), ("normal_consistency", surface.normal_consistency_loss)):
-        weight = schedule(getattr(cfg.refine, f"lambda_{name}"), step)
+        weight = schedule(getattr(cfg.refine, f"lambda_{name}"), step, cfg.refine.steps)
         if weight > 0:
             terms[name] = weight * loss()
     return terms

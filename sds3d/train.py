@@ -82,7 +82,7 @@ def build_optimizer(scene_groups: List[dict], objective: nn.Module, cfg) -> torc
 def regularisers(out, step: int, cfg) -> Dict[str, torch.Tensor]:
     """DreamFusion's orientation loss, threestudio's sparsity and opaque (opacity entropy) terms, weighted."""
     terms = {}
-    weights = {k: schedule(getattr(cfg.train, f"lambda_{k}"), step) for k in ("orient", "sparsity", "opaque")}
+    weights = {k: schedule(getattr(cfg.train, f"lambda_{k}"), step, cfg.train.steps) for k in ("orient", "sparsity", "opaque")}
     if weights["orient"] > 0 and out.orient is not None:
         terms["orient"] = weights["orient"] * out.orient.mean()
     if weights["sparsity"] > 0:
@@ -204,7 +204,7 @@ def train_step(s: Session, step: int, timer=untimed) -> StepOutput:
         shading = pick_shading(step, cfg.render)
         random_bg = torch.rand(()).item() < cfg.render.background.random_color_prob
         bg_color = torch.rand(len(cameras), 3) if random_bg else None
-        out = s.renderer.render(view["field"], view["background"], cameras, shading, schedule(cfg.train.lambda_orient, step) > 0, bg_color)
+        out = s.renderer.render(view["field"], view["background"], cameras, shading, schedule(cfg.train.lambda_orient, step, cfg.train.steps) > 0, bg_color)
     with timer("encode"):
         rgb = out.rgb.permute(0, 3, 1, 2)
         if step < cfg.render.latent_warmup_steps:
@@ -213,7 +213,7 @@ def train_step(s: Session, step: int, timer=untimed) -> StepOutput:
             x = s.guide.encode(rgb)
     with timer("objective"):
         result = s.objective(s.guide, x, s.prompts.conditions(cameras, out.semantic), step)
-        losses = {"objective": schedule(cfg.objective.weight, step) * result.loss, **result.aux, **s.regularisers(out, step)}
+        losses = {"objective": schedule(cfg.objective.weight, step, cfg.train.steps) * result.loss, **result.aux, **s.regularisers(out, step)}
         loss = sum(losses.values())
     hint = "the run stops here; its last good checkpoint is kept in <run folder>/ckpt/last.pt"
     if not torch.isfinite(loss):

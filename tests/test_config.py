@@ -69,20 +69,31 @@ def test_prompt_argument_and_prompt_overrides_combine():
 def test_schedule_override_is_accepted_and_evaluates():
     cfg = load_config(prompt="x", overrides=["objective.t_max=[0,0.98,0.5,100]"])
     t_max = cfg.objective.t_max
-    assert schedule(t_max, -10) == pytest.approx(0.98)
-    assert schedule(t_max, 0) == pytest.approx(0.98)
-    assert schedule(t_max, 50) == pytest.approx(0.74)
-    assert schedule(t_max, 100) == pytest.approx(0.5)
-    assert schedule(t_max, 10_000) == pytest.approx(0.5)
+    for total in (400, 10_000):  # in steps, the run's length does not matter
+        assert schedule(t_max, -10, total) == pytest.approx(0.98)
+        assert schedule(t_max, 0, total) == pytest.approx(0.98)
+        assert schedule(t_max, 50, total) == pytest.approx(0.74)
+        assert schedule(t_max, 100, total) == pytest.approx(0.5)
+        assert schedule(t_max, 10_000, total) == pytest.approx(0.5)
+
+
+def test_a_schedule_whose_end_step_is_a_fraction_anneals_by_fraction_of_the_run():
+    cfg = load_config(prompt="x", overrides=["objective.t_max=[0.25,0.98,0.5,0.5]"])
+    t_max = cfg.objective.t_max
+    for total in (400, 10_000):
+        assert schedule(t_max, int(0.25 * total), total) == pytest.approx(0.98)
+        assert schedule(t_max, int(0.375 * total), total) == pytest.approx(0.74)
+        assert schedule(t_max, int(0.5 * total), total) == pytest.approx(0.5)
+    assert schedule([0, 1.0, 3.0, 1], 1, 100) == 3.0  # an integer 1 is step 1, not the whole run
 
 
 def test_schedule_of_a_number_is_constant():
-    assert schedule(7, 0) == 7.0 and schedule(0.25, 10**6) == 0.25
+    assert schedule(7, 0, 100) == 7.0 and schedule(0.25, 10**6, 100) == 0.25
 
 
 def test_schedule_with_adjacent_steps_is_a_step_change():
     value = [10, 1.0, 3.0, 11]
-    assert [schedule(value, s) for s in (9, 10, 11, 12)] == [1.0, 1.0, 3.0, 3.0]
+    assert [schedule(value, s, 100) for s in (9, 10, 11, 12)] == [1.0, 1.0, 3.0, 3.0]
 
 
 def test_unknown_key_names_it_and_lists_the_section():

@@ -135,3 +135,32 @@ def test_timesteps_deterministic_schedules_draw_nothing():
         after = torch.rand(1)
         torch.manual_seed(1)
         assert torch.equal(torch.rand(1), after)
+
+
+def scaled_linear() -> torch.Tensor:
+    """SD's schedule: betas linear in sqrt from 0.00085 to 0.012."""
+    return torch.cumprod(1.0 - torch.linspace(0.00085**0.5, 0.012**0.5, T, dtype=torch.float64) ** 2, 0).float()
+
+
+def squared_cosine() -> torch.Tensor:
+    """The bundled prior's squaredcos_cap_v2 schedule, from its definition."""
+    f = lambda t: math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2  # noqa: E731
+    betas = [min(1 - f((i + 1) / T) / f(i / T), 0.999) for i in range(T)]
+    return torch.cumprod(1.0 - torch.tensor(betas, dtype=torch.float64), 0).float()
+
+
+@pytest.mark.parametrize("alphas", [scaled_linear(), squared_cosine()], ids=["scaled-linear", "cosine"])
+def test_alphabar_bounds_mean_the_same_noise_on_any_schedule(alphas):
+    """t_unit alphabar: t_min and t_max are the first timesteps whose alphabar is at or below the values."""
+    cfg = config("random", "objective.t_unit=alphabar", "objective.t_min=0.95", "objective.t_max=0.3")
+    low, high = (next(t for t in range(T) if alphas[t] <= value) for value in (0.95, 0.3))
+    torch.manual_seed(0)
+    t = timesteps(cfg, 4000, alphas, 0, 100)
+    assert t.min().item() == low and t.max().item() == high
+    assert alphas[t].min() > 0.3 - 0.01 and alphas[t].max() <= 0.95
+
+
+def test_the_same_fraction_is_a_different_noise_level_on_each_schedule():
+    """Why the alphabar unit exists: t = 0.5 T is alphabar 0.28 on SD and 0.49 on the cosine schedule."""
+    assert scaled_linear()[500].item() == pytest.approx(0.28, abs=0.01)
+    assert squared_cosine()[500].item() == pytest.approx(0.49, abs=0.01)

@@ -127,7 +127,7 @@ class Objective(nn.Module):
         return timesteps(self.config, batch, guide.alphas_cumprod, step, self.total_steps)
 
     def scale(self, step: int) -> float:
-        return schedule(self.config.guidance_scale, step)
+        return schedule(self.config.guidance_scale, step, self.total_steps)
 
     def weight(self, guide, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """w(t) of the configured weighting, shaped to broadcast over x."""
@@ -135,5 +135,5 @@ class Objective(nn.Module):
 
     def output(self, x: torch.Tensor, grad: torch.Tensor, t: torch.Tensor, step: int, **stats) -> ObjectiveOutput:
         """Injects ``grad`` with the configured clamp and normalisation; logs t and the gradient norm."""
-        loss = inject(x, grad, schedule(self.config.grad_clip, step), self.config.grad_normalize)
+        loss = inject(x, grad, schedule(self.config.grad_clip, step, self.total_steps), self.config.grad_normalize)
         return ObjectiveOutput(loss, {"t": t.float().mean().item(), "grad_norm": grad.norm().item(), **stats})

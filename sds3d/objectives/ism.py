@@ -32,7 +32,7 @@ class ISM(Objective):
         ac, num_timesteps, batch = guide.alphas_cumprod, guide.alphas_cumprod.shape[0], x.shape[0]
         cfg = self.config.ism
         t = int(self.timesteps(1, guide, step))
-        s = max(t - max(int(schedule(cfg.interval, step) * num_timesteps), 1), 0)
+        s = max(t - max(int(schedule(cfg.interval, step, self.total_steps) * num_timesteps), 1), 0)
         stride = max(int(cfg.inversion_stride * num_timesteps), 1)
         current = max(s - stride * cfg.inversion_steps, 0)
         x_s = add_noise(x.detach(), torch.randn_like(x), torch.full((batch,), current, device=x.device), ac)

@@ -67,7 +67,7 @@ class SemanticSDS(Objective):
         self.base = BASES[name](base_config, guide, total_steps)
 
     def forward(self, guide, x: torch.Tensor, conditions, step: int) -> ObjectiveOutput:
-        regions, global_weight = conditions.regions, schedule(self.config.semantic.global_weight, step)
+        regions, global_weight = conditions.regions, schedule(self.config.semantic.global_weight, step, self.total_steps)
         if regions is None or regions.semantic is None:
             mixed, total, coverage = conditions, torch.full_like(x[:, :1], global_weight), 0.0
         else:
@@ -79,6 +79,6 @@ class SemanticSDS(Objective):
         out = self.base(guide, probe, mixed, step)
         (grad,) = torch.autograd.grad(out.loss, probe)  # g_base(e*) / B
         grad = total * grad * x.shape[0]  # (2)
-        loss = inject(x, grad, schedule(self.config.grad_clip, step), self.config.grad_normalize)
+        loss = inject(x, grad, schedule(self.config.grad_clip, step, self.total_steps), self.config.grad_normalize)
         stats = {**out.stats, "grad_norm": grad.norm().item(), "region_coverage": coverage}
         return ObjectiveOutput(loss, stats, out.aux)

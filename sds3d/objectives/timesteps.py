@@ -1,5 +1,7 @@
 """Timestep schedules (objectives.md §6.6): random over a (scheduled) range, HiFA's square-root anneal
-and DreamTime's prior-weighted descent. Timestep bounds are fractions of the model's T."""
+and DreamTime's prior-weighted descent. Timestep bounds are fractions of the model's T, or, with
+``t_unit: alphabar``, noise levels: the bound is the first timestep whose alphabar is at or below the
+value, so one recipe means the same noise on SD's scaled-linear schedule and the prior's cosine one."""
 
 import math
 
@@ -41,10 +43,20 @@ def dreamtime(low: int, high: int, num_timesteps: int, prior, step: int, total_s
     return low + int(torch.nonzero(distance == distance.min()).max())
 
 
+def as_fraction(value: float, unit: str, alphas_cumprod: torch.Tensor) -> float:
+    """A timestep bound as a fraction of T: itself, or (``unit`` alphabar) the first t with alphabar[t] <= value."""
+    if unit == "fraction":
+        return value
+    index = torch.searchsorted(-alphas_cumprod.float().cpu(), torch.tensor([-float(value)])).item()  # alphabar falls with t
+    return min(index, alphas_cumprod.shape[0] - 1) / alphas_cumprod.shape[0]
+
+
 def timesteps(config, batch: int, alphas_cumprod: torch.Tensor, step: int, total_steps: int) -> torch.Tensor:
-    """t [B] for ``step`` under the objective config's ``t_schedule`` over [t_min, t_max] (both schedulable)."""
+    """t [B] for ``step`` under the objective config's ``t_schedule`` over [t_min, t_max] (both schedulable,
+    in ``t_unit``)."""
     num_timesteps, device = alphas_cumprod.shape[0], alphas_cumprod.device
-    t_min, t_max = schedule(config.t_min, step), schedule(config.t_max, step)
+    t_min, t_max = (as_fraction(schedule(bound, step, total_steps), config.t_unit, alphas_cumprod)
+                    for bound in (config.t_min, config.t_max))
     if config.t_schedule == "random":
         return sample_t(batch, t_min, t_max, num_timesteps, device)
     if config.t_schedule == "sqrt_anneal":
