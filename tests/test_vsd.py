@@ -126,9 +126,12 @@ def test_one_optimizer_step_trains_lora_and_camera_only(guide):
     names = [n for n, _ in guide.unet.named_parameters() if ".vsd." in n]  # the order objective.lora was built in
     changed = {n: not torch.equal(p, q) for n, p, q in zip(names, objective.lora, lora)}
     assert all(c for n, c in changed.items() if ".lora_B." in n)
-    assert all(not torch.equal(p, q) for p, q in zip(objective.camera_embedding.parameters(), camera))
+    # the camera embedding's output layer starts at zero too: it moves first, its input layer after
+    moved = [not torch.equal(p, q) for p, q in zip(objective.camera_embedding.parameters(), camera)]
+    assert moved == [False, False, True, True]  # linear_1 weight and bias, linear_2 weight and bias
     train_step(objective, guide, conditions, optimizer, seed=1)
     assert all(not torch.equal(p, q) for p, q in zip(objective.lora, lora))  # now A as well
+    assert all(not torch.equal(p, q) for p, q in zip(objective.camera_embedding.parameters(), camera))
     for name, p in guide.unet.named_parameters():
         if ".vsd." not in name:
             assert torch.equal(p, frozen[name]), name
@@ -305,3 +308,12 @@ def test_on_a_camera_conditioned_guide_the_lora_uses_the_guides_own_camera_embed
     loss = objective(guide, torch.randn(B, 3, 16, 16, requires_grad=True), conditions, 0).aux["lora"]
     loss.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in objective.lora)
+
+
+def test_the_lora_model_starts_equal_to_the_frozen_guide(guide):
+    """lora_B and the camera embedding's output layer start at zero: no camera or adapter term before training."""
+    objective, conditions = build(guide)
+    x_t, t = torch.randn(LATENT), torch.tensor([300, 700])
+    with torch.no_grad(), objective.lora_branch(guide.unet):
+        lora = guide.unet_output(x_t, t, conditions.plain, class_labels=objective.camera(guide, conditions))
+    torch.testing.assert_close(lora, guide.predict_noise(x_t, t, conditions.plain[None])[0])

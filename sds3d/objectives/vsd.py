@@ -3,7 +3,8 @@
 g = w(t) (eps_hat_s(x_t; y, t) - eps_lora(x_t; y, t, c)): the frozen guide against a LoRA copy of its
 own UNet that follows the distribution of the current renders. The LoRA (rank ``vsd.lora_rank`` on every
 attention projection, through diffusers/peft) is camera-conditioned: the flattened camera-to-world
-matrix goes through a TimestepEmbedding(16, time_embed_dim) added to the UNet's time embedding; a guide
+matrix goes through a TimestepEmbedding(16, time_embed_dim), output layer zero-initialised, added to the
+UNet's time embedding; a guide
 that is camera-conditioned itself (``view_aware``: the bundled prior) keeps its own camera embedding, and
 the LoRA adapts around it. One UNet serves both: the adapters (and VSD's camera embedding) are switched
 on only for the LoRA branch.
@@ -47,7 +48,13 @@ class VSD(Objective):
         for p in self.lora:
             p.data = p.data.float()  # trained in fp32 even beside an fp16 UNet
             p.requires_grad_(True)
-        self.camera_embedding = None if guide.view_aware else TimestepEmbedding(16, unet.time_embedding.linear_2.out_features).to(guide.device)
+        self.camera_embedding = None
+        if not guide.view_aware:
+            # Output layer at zero: the LoRA model starts equal to the frozen guide instead of shifted by a
+            # random camera term (on the prior about 70 % of the classifier direction before any training).
+            self.camera_embedding = TimestepEmbedding(16, unet.time_embedding.linear_2.out_features).to(guide.device)
+            nn.init.zeros_(self.camera_embedding.linear_2.weight)
+            nn.init.zeros_(self.camera_embedding.linear_2.bias)
         self.lr = config.vsd.lr
 
     @contextmanager
