@@ -12,6 +12,7 @@ from sds3d.atomic import atomic_write
 from sds3d.checkpoint import load_checkpoint
 from sds3d.config import load_config, load_refine_config, load_saved_config
 from sds3d.errors import ConfigError
+from sds3d.guides.base import check_prompt_words
 from sds3d.layout import load_layout, plan_layout
 from sds3d.objectives import OBJECTIVES
 from sds3d.refine import REFINE_DIR, refine as refine_stage, resume_refine
@@ -57,8 +58,10 @@ def generate(prompt: Optional[str] = None, config: Optional[str] = None, overrid
     if layout is not None:
         config, overrides = config or "semantic", [*overrides, f"layout.file={layout}"]
     cfg = load_config(config, overrides, prompt, objective_names=list(OBJECTIVES))
+    # A bad layout or a word the model cannot read fails before a run folder exists.
     if cfg.layout.file:
-        load_layout(cfg.layout.file, cfg.scene.radius)  # a bad layout fails before a run folder exists
+        load_layout(cfg.layout.file, cfg.scene.radius)
+    check_prompt_words(cfg.guide.model, cfg.prompt.text)
     run_dir = Path(run_dir) if run_dir else new_run_dir(cfg)
     if cfg.layout.planner.url and not cfg.layout.file:
         planner = cfg.layout.planner

@@ -17,7 +17,7 @@ def test_default_config_uses_the_shipped_prior(tmp_path):
     cfg = load_config(prompt="a red cube", overrides=[f"guide.cache_dir={tmp_path}"])
     guide = load_guide(cfg.guide, torch.device("cpu"))
     assert isinstance(guide, PixelGuide) and guide.model == str(ASSETS_DIR / "prior")
-    assert guide.resolution == 32
+    assert guide.resolution == 32 and guide.view_aware  # v3 knows each view's camera
     assert cfg.render.width == cfg.render.height == guide.resolution  # training renders at the guide's own size
     assert guide.embed(["a red cube, front view"]).shape[0] == 1
 
