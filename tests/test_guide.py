@@ -143,3 +143,12 @@ def test_unknown_hub_id_offline_is_model_load_error(tmp_path, monkeypatch):
         StableDiffusionGuide.from_pretrained("nobody/no-such-model", CPU, "fp32", cache_dir=str(tmp_path))
     assert "HF_HUB_OFFLINE" in str(info.value)
     assert info.value.hint
+
+
+def test_a_prompt_longer_than_the_text_encoders_context_is_cut_with_a_warning(guide, caplog):
+    long_prompt = " ".join(["a red cube on a blue table"] * 30)
+    with caplog.at_level("WARNING", logger="sds3d"):
+        embedding = guide.embed([long_prompt, "a red cube"])
+    assert embedding.shape[1] == 77
+    assert "more than the text encoder's 77: the rest is cut off" in caplog.text
+    assert caplog.text.count("cut off") == 1  # the short prompt is not named

@@ -113,6 +113,8 @@ def test_a_failed_resume_writes_nothing(finished_run, tmp_path):
     assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
     with pytest.raises(CheckpointError):
         api.export(run_dir)
+    with pytest.raises(CheckpointError):
+        api.refine(run_dir)
 
 
 def test_resuming_under_another_objective_says_what_changed(finished_run, tmp_path):
