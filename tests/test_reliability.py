@@ -1,5 +1,5 @@
-"""Runs that lose nothing: run folders claimed exclusively, SIGTERM and a Ctrl-C behind a closed pipe
-both end in a checkpoint and an export, a failed resume writes nothing, a killed run's temporaries and
+"""Runs that lose nothing: run folders claimed exclusively, SIGTERM (to a run or to the app) and a Ctrl-C
+behind a closed pipe all end in a checkpoint and an export, a failed resume writes nothing, a killed run's temporaries and
 repeated metrics are cleaned on resume, and a checkpoint survives kill -9 during its writes."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -164,3 +165,38 @@ def test_kill_minus_nine_during_checkpoint_writes_leaves_a_readable_checkpoint(t
         assert payload["step"] >= 1 and payload["scene"]["field.weight"].shape == torch.Size([512, 512])
     remove_stale_temporaries(path.parent)
     assert [p.name for p in path.parent.iterdir()] == ["last.pt"]
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_app_stops_its_run_with_a_checkpoint_and_an_export(tmp_path, tiny_prior_dir):
+    """`sds3d app` in a subprocess, a run asked for through its HTTP API, then SIGTERM to the server."""
+    pytest.importorskip("gradio")
+    from gradio_client import Client
+    from test_app import write_tiny_prior_config
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config, out = write_tiny_prior_config(tmp_path, tiny_prior_dir), tmp_path / "out"
+    server = subprocess.Popen([sys.executable, "-c", "from sds3d.cli import main; main()", "app", "--port", str(port),
+                               "--outputs", str(out), "--configs", str(config)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+                break
+            except Exception:  # not listening yet
+                assert server.poll() is None and time.monotonic() < deadline, "the app never came up"
+                time.sleep(0.5)
+        client.predict("a red cube", str(config.resolve()), "sds", 10_000, None, 0, api_name="/on_run")
+        while not list(out.glob("*/metrics.jsonl")) or not list(out.glob("*/metrics.jsonl"))[0].read_text():
+            assert server.poll() is None and time.monotonic() < deadline + 120, "the run never reached its first step"
+            time.sleep(0.2)
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=120)
+    finally:
+        if server.poll() is None:
+            server.kill()
+    assert_saved_and_exported(out)
