@@ -1,6 +1,7 @@
 """Runs that lose nothing: run folders claimed exclusively, SIGTERM (to a run or to the app) and a Ctrl-C
-behind a closed pipe all end in a checkpoint and an export, a failed resume writes nothing, a killed run's temporaries and
-repeated metrics are cleaned on resume, and a checkpoint survives kill -9 during its writes."""
+behind a closed pipe all end in a checkpoint and an export, a failed resume writes nothing, a killed
+run's temporaries and repeated metrics are cleaned on resume, and a checkpoint survives kill -9 during
+its writes."""
 
 from __future__ import annotations
 
