@@ -68,8 +68,9 @@ def cluster(tmp_path_factory, monkeypatch):
     workers = []
     try:
         wait_for_gpus(address, 0)  # the head is up: worker nodes started before it would give up
-        workers = [ray_node(f"--address={address}", "--num-cpus=1", "--num-gpus=1") for _ in range(2)]
-        wait_for_gpus(address, 2)
+        for count in (1, 2):  # one at a time: two nodes joining at once on one machine can collide
+            workers.append(ray_node(f"--address={address}", "--num-cpus=1", "--num-gpus=1"))
+            wait_for_gpus(address, count)
         yield address, workers
     finally:
         for node in [*workers, head]:
