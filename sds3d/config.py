@@ -16,7 +16,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from sds3d.config_schema import RunConfig, Schedulable
 from sds3d.errors import ConfigError
-from sds3d.files import read_text, yaml_error
+from sds3d.files import read_text, yaml_error, yaml_problem
 
 # Links to the repository's top-level folders in a checkout, real folders in an installed wheel.
 CONFIGS_DIR = (Path(__file__).parent / "configs").resolve()
@@ -169,14 +169,16 @@ def load_config(
 
 def _parse_overrides(overrides: Sequence[str]) -> DictConfig:
     """The overrides as a config; a value YAML cannot read is a ConfigError naming its override."""
-    for override in overrides:
-        try:
-            OmegaConf.from_dotlist([override])
-        except yaml.YAMLError as exc:
-            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-            raise ConfigError(f"cannot read the value of override '{override}': {problem}",
-                              hint="quote a value with special characters: key='value'") from exc
-    return OmegaConf.from_dotlist(list(overrides))
+    try:
+        return OmegaConf.from_dotlist(list(overrides))
+    except yaml.YAMLError as whole:
+        for override in overrides:  # only on failure: find the one to name
+            try:
+                OmegaConf.from_dotlist([override])
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"cannot read the value of override '{override}': {yaml_problem(exc)}",
+                                  hint="quote a value with special characters: key='value'") from exc
+        raise ConfigError(f"cannot read the overrides {list(overrides)}: {yaml_problem(whole)}") from whole
 
 
 def _build(layers: list, overrides: Sequence[str], objective_names: Sequence[str]) -> DictConfig:

@@ -22,6 +22,11 @@ def read_text(path: Path, what: str) -> str:
 def yaml_error(exc: yaml.YAMLError, path: Path, what: str, hint: str = "") -> ConfigError:
     """A YAML syntax error as a ConfigError: '<what> <path>, line L, column C: <problem>' (1-based)."""
     mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    problem = yaml_problem(exc)
     where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
     return ConfigError(f"{what} '{path}'{where}: {problem}", hint=hint or "fix the YAML syntax there")
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """What a YAML error says is wrong, without its position."""
+    return getattr(exc, "problem", None) or str(exc).splitlines()[0]

@@ -18,8 +18,8 @@ POLL_S = 1.0
 
 def checked_number(*args, **kwargs) -> gr.Number:
     """A number field that answers a non-numeric value (sent through the API) with a message, not a
-    blank error. Its preprocess is wrapped rather than subclassed: gradio writes a .pyi stub beside
-    every Component subclass it meets."""
+    blank error. Its preprocess is wrapped rather than subclassed: gradio writes a .pyi type-hint file
+    beside every Component subclass it meets."""
     field = gr.Number(*args, **kwargs)
     convert = field.preprocess
 
