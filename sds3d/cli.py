@@ -6,7 +6,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 import click
 import typer
@@ -274,6 +274,17 @@ bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks: measured, never 
 app.add_typer(bench_app, name="bench")
 
 
+def _check_world_captions(captions: Sequence[str]) -> None:
+    """The benchmarks score against the world's ground truth: a caption it cannot parse fails up front."""
+    from sds3d.world.scenes import parse_caption
+
+    for caption in captions:
+        try:
+            parse_caption(caption)
+        except ValueError as exc:
+            raise Sds3dError(f"--prompt '{caption}': {exc}", hint="benchmark prompts are world captions such as 'a red cube'") from None
+
+
 @bench_app.command("quality")
 def bench_quality(
     overrides: Optional[List[str]] = typer.Argument(None, metavar="[KEY=VALUE]...", show_default=False),
@@ -292,9 +303,27 @@ def bench_quality(
         raise Sds3dError(f"unknown prompt set: {', '.join(unknown)}", hint=f"sets: {', '.join(PROMPTS)}")
     for name in method or []:
         resolve_config_path(name)  # a missing config fails before any run starts
+    _check_world_captions(prompt or [])
     rows = run_quality(method or list(METHODS), overrides or [], out, prompt_set or list(PROMPTS), prompt or [], refine)
     typer.echo(format_table(rows))
     typer.echo(f"wrote {out / 'quality.json'} and {out / 'quality.png'}")
+
+
+@bench_app.command("gradients")
+def bench_gradients(
+    overrides: Optional[List[str]] = typer.Argument(None, metavar="[KEY=VALUE]...", show_default=False),
+    method: Optional[List[str]] = typer.Option(None, "--method", "-m", help="A method config (name or YAML); repeat for several (default: every shipped single-object method)."),
+    prompt: str = typer.Option("a red cube", "--prompt", "-p", help="The world caption whose ground truth is rendered."),
+    draws: int = typer.Option(8, min=1, help="Steps measured, spread evenly over the run."),
+):
+    """Each method's gradient at the ground truth: per-pixel scale and which way it pushes the opacity."""
+    from sds3d.bench.gradients import SINGLE_OBJECT_METHODS, format_gradients, run_gradients
+    from sds3d.config import resolve_config_path
+
+    for name in method or []:
+        resolve_config_path(name)
+    _check_world_captions([prompt])
+    typer.echo(format_gradients(run_gradients(method or list(SINGLE_OBJECT_METHODS), prompt, overrides or [], draws), prompt))
 
 
 @bench_app.command("speed")

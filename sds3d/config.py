@@ -221,7 +221,8 @@ def validate(cfg: DictConfig, objective_names: Sequence[str] = ()) -> None:
             raise ConfigError(f"export.formats: unknown format '{fmt}'", hint=f"choose from: {', '.join(EXPORT_FORMATS)}")
     if not 8 <= cfg.export.texture_resolution <= 8192:
         raise ConfigError(f"export.texture_resolution must lie in [8, 8192], got {cfg.export.texture_resolution}", hint="e.g. 1024")
-    for key in ("export.texture_padding", "export.max_faces", "scene.occupancy.resolution", "render.latent_warmup_steps"):
+    for key in ("export.texture_padding", "export.max_faces", "scene.occupancy.resolution", "render.latent_warmup_steps",
+                "objective.ism.offset_noise"):
         if OmegaConf.select(cfg, key) < 0:
             raise ConfigError(f"{key} must be 0 or more, got {OmegaConf.select(cfg, key)}", hint="0 turns it off")
     for key in _SCHEDULE_KEYS:
@@ -240,7 +241,7 @@ def validate(cfg: DictConfig, objective_names: Sequence[str] = ()) -> None:
     for key in positive:
         if OmegaConf.select(cfg, key) <= 0:
             raise ConfigError(f"{key} must be positive, got {OmegaConf.select(cfg, key)}")
-    for key in ("objective.nfsd.switch", "objective.vsd.camera_dropout"):
+    for key in ("objective.nfsd.switch", "objective.vsd.camera_dropout", "objective.ism.inversion_start"):
         if not 0.0 <= OmegaConf.select(cfg, key) <= 1.0:
             raise ConfigError(f"{key} must lie in [0, 1], got {OmegaConf.select(cfg, key)}")
     lengths = {"objective.dreamtime": 4, **{f"prompt.perp_neg.{k}": 3 for k in ("f_fs", "f_sf", "f_sb", "f_fsb")}}

@@ -72,6 +72,8 @@ class ISMConfig:
     interval: Schedulable = MISSING
     inversion_stride: float = MISSING
     inversion_steps: int = MISSING
+    inversion_start: float = MISSING
+    offset_noise: float = MISSING
 
 
 @dataclass
@@ -211,6 +213,7 @@ class TrainConfig:
     lambda_orient: Schedulable = MISSING
     lambda_sparsity: Schedulable = MISSING
     lambda_opaque: Schedulable = MISSING
+    lambda_haze: Schedulable = MISSING
     log_every: int = MISSING
     val_every: int = MISSING
     val_views: int = MISSING

@@ -80,9 +80,11 @@ def build_optimizer(scene_groups: List[dict], objective: nn.Module, cfg) -> torc
 
 
 def regularisers(out, step: int, cfg) -> Dict[str, torch.Tensor]:
-    """DreamFusion's orientation loss, threestudio's sparsity and opaque (opacity entropy) terms, weighted."""
+    """DreamFusion's orientation loss, threestudio's sparsity and opaque (opacity entropy) terms, and a haze
+    term (a concave opacity penalty, steepest where the opacity is faint), weighted."""
     terms = {}
-    weights = {k: schedule(getattr(cfg.train, f"lambda_{k}"), step, cfg.train.steps) for k in ("orient", "sparsity", "opaque")}
+    names = ("orient", "sparsity", "opaque", "haze")
+    weights = {k: schedule(getattr(cfg.train, f"lambda_{k}"), step, cfg.train.steps) for k in names}
     if weights["orient"] > 0 and out.orient is not None:
         terms["orient"] = weights["orient"] * out.orient.mean()
     if weights["sparsity"] > 0:
@@ -90,6 +92,8 @@ def regularisers(out, step: int, cfg) -> Dict[str, torch.Tensor]:
     if weights["opaque"] > 0:
         opacity = out.opacity.clamp(1e-3, 1.0 - 1e-3)
         terms["opaque"] = weights["opaque"] * F.binary_cross_entropy(opacity, opacity)
+    if weights["haze"] > 0:
+        terms["haze"] = weights["haze"] * (out.opacity + 0.01).sqrt().mean()
     return terms
 
 

@@ -111,34 +111,39 @@ def ddim(x, eps, a_from, a_to):
     return a_to**0.5 * x0 + (1 - a_to) ** 0.5 * eps
 
 
-def ism_config(t_frac, steps, interval="0.08"):
+def ism_config(t_frac, steps, interval="0.08", start=0.0, offset=0.0):
     return objective_config("ism", "objective.guidance_scale=7.5", "objective.weighting=sigma_over_alpha",
                             f"objective.t_min={t_frac}", f"objective.t_max={t_frac}", f"objective.ism.interval={interval}",
-                            "objective.ism.inversion_stride=0.2", f"objective.ism.inversion_steps={steps}")
+                            "objective.ism.inversion_stride=0.2", f"objective.ism.inversion_steps={steps}",
+                            f"objective.ism.inversion_start={start}", f"objective.ism.offset_noise={offset}")
 
 
 @pytest.mark.parametrize(
-    "t_frac, steps, interval, step, levels",
+    "t_frac, steps, interval, step, start, levels",
     [
         # s = 500 - 80 = 420; start max(420 - 5 * 200, 0) = 0; jumps 0 -> 200 -> 400 -> 420
-        (0.5, 5, "0.08", 0, [0, 200, 400, 420]),
-        (0.5, 1, "0.08", 0, [220, 420]),  # start 420 - 200 = 220: one jump
-        (0.5, 2, "0.08", 0, [20, 220, 420]),
-        (0.5, 2, "[0,0.1,0.08,120]", 60, [10, 210, 410]),  # interval 0.09 at step 60: s = 410
-        (0.05, 5, "0.08", 0, [0]),  # s = max(50 - 80, 0) = 0: no jump
+        (0.5, 5, "0.08", 0, 0.0, [0, 200, 400, 420]),
+        (0.5, 5, "0.08", 0, 0.02, [20, 220, 420]),  # no lower than inversion_start 0.02: 20
+        (0.5, 1, "0.08", 0, 0.02, [220, 420]),  # start 420 - 200 = 220: one jump
+        (0.5, 2, "0.08", 0, 0.0, [20, 220, 420]),
+        (0.5, 2, "[0,0.1,0.08,120]", 60, 0.0, [10, 210, 410]),  # interval 0.09 at step 60: s = 410
+        (0.05, 5, "0.08", 0, 0.0, [0]),  # s = max(50 - 80, 0) = 0: no jump
+        (0.03, 5, "0.08", 0, 0.02, [0]),  # s = 0 lies under inversion_start: the start is s itself
     ],
 )
-def test_ism_ddim_inverted_trajectory_and_gradient(t_frac, steps, interval, step, levels):
+@pytest.mark.parametrize("offset", [0.0, 0.1])
+def test_ism_ddim_inverted_trajectory_and_gradient(t_frac, steps, interval, step, start, levels, offset):
     conditions = make_conditions()
     guide = ism_guide(conditions)
     x = torch.randn(SHAPE, requires_grad=True)
-    config = ism_config(t_frac, steps, interval)
+    config = ism_config(t_frac, steps, interval, start, offset)
     out = run(ISM, config, guide, x, conditions, step=step, seed=21)
 
     t = int(t_frac * 1000)
     s = levels[-1]
     ac = hand_alphas()
     _, noise = redraw(21, t, t, x, batch=1)  # one t for the whole batch, then the noise
+    noise = noise + offset * torch.randn(1, SHAPE[1], 1, 1)  # the offset: one draw per channel for the batch
     # the guide calls: one null prediction per jump start, the null target at s, then (cond, uncond) at t
     assert [int(call[1][0]) for call in guide.calls] == levels + [t]
     assert all(torch.equal(call[1], torch.full((B,), lvl)) for call, lvl in zip(guide.calls, levels + [t]))

@@ -1,9 +1,11 @@
 """ISM, Interval Score Matching (LucidDreamer, Liang et al. 2024).
 
 Instead of a random noisy sample and its noise, a deterministic DDIM-inversion trajectory under the
-empty prompt: x_0 (the render) is noised to the start of the trajectory, inverted in jumps of
-``ism.inversion_stride`` (at most ``ism.inversion_steps``) up to s = t - ``ism.interval``, and one more
-inversion step takes x_s to x_t. g = w(t) (eps_hat_s(x_t; y, t) - eps(x_s; "", s)) with w = sigma_t /
+empty prompt: x_0 (the render) is noised to the start of the trajectory, no lower than
+``ism.inversion_start`` (where a guide still predicts its noise: at t = 0 the bundled prior's prediction
+has rms 0.65, not 1), with the authors' offset noise (``ism.offset_noise`` times one normal draw per
+channel, shared by the batch); it is inverted in jumps of ``ism.inversion_stride`` (at most
+``ism.inversion_steps``) up to s = t - ``ism.interval``, and one more inversion step takes x_s to x_t. g = w(t) (eps_hat_s(x_t; y, t) - eps(x_s; "", s)) with w = sigma_t /
 alpha_t (configs/ism.yaml). One t per step, shared by the batch, as in the authors' code.
 """
 
@@ -34,8 +36,9 @@ class ISM(Objective):
         t = int(self.timesteps(1, guide, step))
         s = max(t - max(int(schedule(cfg.interval, step, self.total_steps) * num_timesteps), 1), 0)
         stride = max(int(cfg.inversion_stride * num_timesteps), 1)
-        current = max(s - stride * cfg.inversion_steps, 0)
-        x_s = add_noise(x.detach(), torch.randn_like(x), torch.full((batch,), current, device=x.device), ac)
+        current = min(max(s - stride * cfg.inversion_steps, int(cfg.inversion_start * num_timesteps)), s)
+        noise = torch.randn_like(x) + cfg.offset_noise * torch.randn(1, x.shape[1], 1, 1, device=x.device, dtype=x.dtype)
+        x_s = add_noise(x.detach(), noise, torch.full((batch,), current, device=x.device), ac)
         while current < s:
             following = min(current + stride, s)
             x_s = ddim_move(x_s, null_eps(guide, x_s, current, conditions), ac[current], ac[following])
