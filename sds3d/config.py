@@ -110,10 +110,37 @@ def shipped_configs() -> List[str]:
     return sorted(p.stem for p in CONFIGS_DIR.glob("*.yaml"))
 
 
-def _read_yaml(path: Path, seen: Sequence[Path] = ()) -> DictConfig:
-    """A YAML file with its ``defaults: [...]`` chain merged in, earlier entries first."""
+def _read_yaml(path: Path) -> DictConfig:
+    """A YAML file with its ``defaults: [...]`` merged in: every config of the chain once, parents before
+    children and earlier entries first, so ``defaults: [dreamfusion-sd, csd]`` is base, dreamfusion-sd,
+    csd, then the file (csd's own ``base`` does not undo dreamfusion-sd)."""
+    merged = OmegaConf.create()
+    for node in _defaults_chain(path, (), []):
+        merged = OmegaConf.merge(merged, node)
+    return merged
+
+
+def _defaults_chain(path: Path, seen: Sequence[Path], done: List[Path]) -> List[DictConfig]:
+    """The configs ``path`` includes, in merge order, each once (``done`` collects the paths merged)."""
     if path in seen:
         raise ConfigError(f"config '{path}' includes itself through 'defaults'")
+    node = _read_node(path)
+    parents = node.pop("defaults", ListConfig([]))
+    if not isinstance(parents, ListConfig):
+        raise ConfigError(f"'defaults' in '{path}' must be a list of config names, e.g. [base]")
+    chain = []
+    for parent in parents:
+        name = f"{str(parent).removesuffix('.yaml')}.yaml"
+        parent_path = next((p for p in (path.parent / name, CONFIGS_DIR / name) if p.is_file()), None)
+        if parent_path is None:
+            raise ConfigError(f"'{path}' names defaults '{parent}', found neither beside it nor in {CONFIGS_DIR}")
+        if parent_path.resolve() not in done:
+            chain += _defaults_chain(parent_path, (*seen, path), done)
+    done.append(path.resolve())
+    return [*chain, node]
+
+
+def _read_node(path: Path) -> DictConfig:
     try:
         node = OmegaConf.create(read_text(path, "config"))
     except yaml.YAMLError as exc:
@@ -123,17 +150,7 @@ def _read_yaml(path: Path, seen: Sequence[Path] = ()) -> DictConfig:
     if not isinstance(node, DictConfig):
         raise ConfigError(f"config '{path}' must be a mapping of sections (train:, objective:, ...), got a list",
                           hint="see configs/base.yaml for the layout of a config")
-    parents = node.pop("defaults", ListConfig([]))
-    if not isinstance(parents, ListConfig):
-        raise ConfigError(f"'defaults' in '{path}' must be a list of config names, e.g. [base]")
-    merged = OmegaConf.create()
-    for parent in parents:
-        name = f"{str(parent).removesuffix('.yaml')}.yaml"
-        parent_path = next((p for p in (path.parent / name, CONFIGS_DIR / name) if p.is_file()), None)
-        if parent_path is None:
-            raise ConfigError(f"'{path}' names defaults '{parent}', found neither beside it nor in {CONFIGS_DIR}")
-        merged = OmegaConf.merge(merged, _read_yaml(parent_path, (*seen, path)))
-    return OmegaConf.merge(merged, node)
+    return node
 
 
 def _explain(exc: OmegaConfBaseException) -> ConfigError:

@@ -192,6 +192,15 @@ def test_defaults_prefer_a_file_beside_the_config(tmp_path):
     assert cfg.seed == 11 and cfg.train.steps == 9
 
 
+def test_two_defaults_sharing_base_merge_it_once(tmp_path):
+    """A recipe on a model (dreamfusion-sd) plus a method (csd): csd's own base must not undo the recipe."""
+    (tmp_path / "recipe.yaml").write_text("defaults: [base]\nseed: 11\ntrain:\n  steps: 3\n  lr_network: 0.5\n")
+    (tmp_path / "method.yaml").write_text("defaults: [base]\ntrain:\n  steps: 5\n")
+    (tmp_path / "both.yaml").write_text("defaults: [recipe, method]\ntrain:\n  lr_encoding: 0.25\n")
+    cfg = load_config(str(tmp_path / "both.yaml"), prompt="x")
+    assert (cfg.seed, cfg.train.steps, cfg.train.lr_network, cfg.train.lr_encoding) == (11, 5, 0.5, 0.25)
+
+
 def test_a_config_that_includes_itself_is_an_error(tmp_path):
     (tmp_path / "loop.yaml").write_text("defaults: [loop]\nseed: 1\n")
     err = config_error(config=str(tmp_path / "loop.yaml"))
