@@ -274,10 +274,13 @@ bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks: measured, never 
 app.add_typer(bench_app, name="bench")
 
 
-def _check_world_captions(captions: Sequence[str]) -> None:
-    """The benchmarks score against the world's ground truth: a caption it cannot parse fails up front."""
+def _check_bench_inputs(methods: Sequence[str], captions: Sequence[str]) -> None:
+    """A missing method config, or a caption the world's ground truth cannot parse, fails before any run."""
+    from sds3d.config import resolve_config_path
     from sds3d.world.scenes import parse_caption
 
+    for name in methods:
+        resolve_config_path(name)
     for caption in captions:
         try:
             parse_caption(caption)
@@ -296,14 +299,11 @@ def bench_quality(
 ):
     """Run the world prompt set through each method; print IoU, colour error, steps and time."""
     from sds3d.bench.quality import METHODS, PROMPTS, format_table, run_quality
-    from sds3d.config import resolve_config_path
 
     unknown = [s for s in prompt_set or [] if s not in PROMPTS]
     if unknown:
         raise Sds3dError(f"unknown prompt set: {', '.join(unknown)}", hint=f"sets: {', '.join(PROMPTS)}")
-    for name in method or []:
-        resolve_config_path(name)  # a missing config fails before any run starts
-    _check_world_captions(prompt or [])
+    _check_bench_inputs(method or [], prompt or [])
     rows = run_quality(method or list(METHODS), overrides or [], out, prompt_set or list(PROMPTS), prompt or [], refine)
     typer.echo(format_table(rows))
     typer.echo(f"wrote {out / 'quality.json'} and {out / 'quality.png'}")
@@ -318,11 +318,8 @@ def bench_gradients(
 ):
     """Each method's gradient at the ground truth: per-pixel scale and which way it pushes the opacity."""
     from sds3d.bench.gradients import SINGLE_OBJECT_METHODS, format_gradients, run_gradients
-    from sds3d.config import resolve_config_path
 
-    for name in method or []:
-        resolve_config_path(name)
-    _check_world_captions([prompt])
+    _check_bench_inputs(method or [], [prompt])
     typer.echo(format_gradients(run_gradients(method or list(SINGLE_OBJECT_METHODS), prompt, overrides or [], draws), prompt))
 
 

@@ -5,8 +5,9 @@ empty prompt: x_0 (the render) is noised to the start of the trajectory, no lowe
 ``ism.inversion_start`` (where a guide still predicts its noise: at t = 0 the bundled prior's prediction
 has rms 0.65, not 1), with the authors' offset noise (``ism.offset_noise`` times one normal draw per
 channel, shared by the batch); it is inverted in jumps of ``ism.inversion_stride`` (at most
-``ism.inversion_steps``) up to s = t - ``ism.interval``, and one more inversion step takes x_s to x_t. g = w(t) (eps_hat_s(x_t; y, t) - eps(x_s; "", s)) with w = sigma_t /
-alpha_t (configs/ism.yaml). One t per step, shared by the batch, as in the authors' code.
+``ism.inversion_steps``) up to s = t - ``ism.interval``, and one more inversion step takes x_s to x_t.
+g = w(t) (eps_hat_s(x_t; y, t) - eps(x_s; "", s)) with w = sigma_t / alpha_t (configs/ism.yaml). One t
+per step, shared by the batch, as in the authors' code.
 """
 
 import torch
