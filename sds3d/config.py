@@ -258,7 +258,7 @@ def validate(cfg: DictConfig, objective_names: Sequence[str] = ()) -> None:
     for key in positive:
         if OmegaConf.select(cfg, key) <= 0:
             raise ConfigError(f"{key} must be positive, got {OmegaConf.select(cfg, key)}")
-    for key in ("objective.nfsd.switch", "objective.vsd.camera_dropout", "objective.ism.inversion_start"):
+    for key in ("objective.colour_t_max", "objective.nfsd.switch", "objective.vsd.camera_dropout", "objective.ism.inversion_start"):
         if not 0.0 <= OmegaConf.select(cfg, key) <= 1.0:
             raise ConfigError(f"{key} must lie in [0, 1], got {OmegaConf.select(cfg, key)}")
     lengths = {"objective.dreamtime": 4, **{f"prompt.perp_neg.{k}": 3 for k in ("f_fs", "f_sf", "f_sb", "f_fsb")}}

@@ -98,6 +98,7 @@ class ObjectiveConfig:
     t_min: Schedulable = MISSING
     t_max: Schedulable = MISSING
     dreamtime: List[float] = MISSING
+    colour_t_max: float = MISSING
     grad_clip: Schedulable = MISSING
     grad_normalize: bool = MISSING
     weight: Schedulable = MISSING

@@ -26,6 +26,7 @@ from sds3d.guides import load_guide
 from sds3d.layout import load_layout
 from sds3d.objectives import build_objective
 from sds3d.render.background import Background
+from sds3d.render.colour_gate import colour_passes, gate_colour
 from sds3d.render.latent import LatentHead
 from sds3d.render.shading import pick_shading
 from sds3d.render.volume import VolumeRenderer
@@ -208,15 +209,20 @@ def train_step(s: Session, step: int, timer=untimed) -> StepOutput:
         shading = pick_shading(step, cfg.render)
         random_bg = torch.rand(()).item() < cfg.render.background.random_color_prob
         bg_color = torch.rand(len(cameras), 3) if random_bg else None
-        out = s.renderer.render(view["field"], view["background"], cameras, shading, schedule(cfg.train.lambda_orient, step, cfg.train.steps) > 0, bg_color)
+        gated = cfg.objective.colour_t_max < 1.0
+        out = s.renderer.render(view["field"], view["background"], cameras, shading, schedule(cfg.train.lambda_orient, step, cfg.train.steps) > 0,
+                                bg_color, shape_only=gated)
     with timer("encode"):
-        rgb = out.rgb.permute(0, 3, 1, 2)
+        rgb, colour_gate = gate_colour(out.rgb, out.rgb_shape_only) if gated else (out.rgb, None)
+        rgb = rgb.permute(0, 3, 1, 2)
         if step < cfg.render.latent_warmup_steps:
             x = s.scene["latent_head"](rgb, s.guide.latent_resolution)
         else:
             x = s.guide.encode(rgb)
     with timer("objective"):
         result = s.objective(s.guide, x, s.prompts.conditions(cameras, out.semantic), step)
+        if colour_gate is not None:
+            colour_gate.copy_(colour_passes(result.t, cfg.objective.colour_t_max, s.guide.alphas_cumprod.shape[0]))
         losses = {"objective": schedule(cfg.objective.weight, step, cfg.train.steps) * result.loss, **result.aux, **s.regularisers(out, step)}
         loss = sum(losses.values())
     hint = "the run stops here; its last good checkpoint is kept in <run folder>/ckpt/last.pt"

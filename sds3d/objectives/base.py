@@ -2,7 +2,7 @@
 CFG (with Perp-Neg), weighting, noising and gradient injection. See shared reference objectives.md §0."""
 
 from dataclasses import dataclass, field
-from typing import Dict, Sequence
+from typing import Dict, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -16,6 +16,7 @@ class ObjectiveOutput:
     loss: torch.Tensor  # surrogate loss whose gradient w.r.t. x is the objective's g / B
     stats: Dict[str, float] = field(default_factory=dict)  # logged as objective/<name>
     aux: Dict[str, torch.Tensor] = field(default_factory=dict)  # losses of the objective's own parameters (VSD's LoRA)
+    t: Optional[torch.Tensor] = None  # [B] the timestep each item's gradient came from
 
 
 WEIGHTINGS = {
@@ -136,4 +137,5 @@ class Objective(nn.Module):
     def output(self, x: torch.Tensor, grad: torch.Tensor, t: torch.Tensor, step: int, **stats) -> ObjectiveOutput:
         """Injects ``grad`` with the configured clamp and normalisation; logs t and the gradient norm."""
         loss = inject(x, grad, schedule(self.config.grad_clip, step, self.total_steps), self.config.grad_normalize)
-        return ObjectiveOutput(loss, {"t": t.float().mean().item(), "grad_norm": grad.norm().item(), **stats})
+        stats = {"t": t.float().mean().item(), "grad_norm": grad.norm().item(), **stats}
+        return ObjectiveOutput(loss, stats, t=t)

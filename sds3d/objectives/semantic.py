@@ -81,4 +81,4 @@ class SemanticSDS(Objective):
         grad = total * grad * x.shape[0]  # (2)
         loss = inject(x, grad, schedule(self.config.grad_clip, step, self.total_steps), self.config.grad_normalize)
         stats = {**out.stats, "grad_norm": grad.norm().item(), "region_coverage": coverage}
-        return ObjectiveOutput(loss, stats, out.aux)
+        return ObjectiveOutput(loss, stats, out.aux, out.t)

@@ -29,7 +29,7 @@ class OccupancySampler:
         self.step_size = 2.0 * math.sqrt(3.0) * radius / samples_per_ray
         self.renders = 0
 
-    def render_rays(self, field, origins, dirs, light, bg, shading: str, with_normals: bool, cfg):
+    def render_rays(self, field, origins, dirs, light, bg, shading: str, with_normals: bool, shape_only: bool, cfg):
         """The same outputs as ``VolumeRenderer._render_rays``, per ray [N, ...], from packed samples; ``cfg``
         is the render config (light and its strengths)."""
         acc, n = self.nerfacc, origins.shape[0]
@@ -52,9 +52,14 @@ class OccupancySampler:
             return acc.accumulate_along_rays(weights, values, ray_indices=rays, n_rays=n)
 
         opacity = composite(None)
-        color = shade(albedo, normals, light_directions(cfg, points, light[rays], dirs[rays]), shading, cfg.ambient, cfg.diffuse)
+        light_dir = light_directions(cfg, points, light[rays], dirs[rays])
+
+        def image(albedo):
+            return composite(shade(albedo, normals, light_dir, shading, cfg.ambient, cfg.diffuse)) + (1.0 - opacity) * bg
+
         region_codes = getattr(field, "region_codes", None)
-        out = {"rgb": composite(color) + (1.0 - opacity) * bg, "opacity": opacity, "depth": composite(depths[:, None]),
+        out = {"rgb": image(albedo), "rgb_shape_only": image(albedo.detach()) if shape_only else None,
+               "opacity": opacity, "depth": composite(depths[:, None]),
                "normal": None, "orient": None,
                "semantic": None if region_codes is None else composite(region_codes(points)).detach()}
         if normals is not None:

@@ -250,7 +250,7 @@ class MeshRenderer:
         self.rasterize = TorchRasterizer() if rasterizer == "torch" else NvdiffrastRasterizer()
 
     def render(self, surface, background, cameras, shading: str = "albedo", with_normals: bool = False,
-               background_color: Optional[torch.Tensor] = None) -> RenderOutput:
+               background_color: Optional[torch.Tensor] = None, shape_only: bool = False) -> RenderOutput:
         vertices, faces = surface.geometry()
         _, dirs = cameras.rays()
         bg = background(dirs) if background_color is None else background_color.to(dirs.device)[:, None, None, :].expand_as(dirs)
@@ -261,10 +261,12 @@ class MeshRenderer:
         from_camera = points - cameras.position.to(points.dtype)[frags.batch]
         distance = from_camera.norm(dim=-1, keepdim=True)
         light_dir = light_directions(self.cfg, points, light, from_camera / distance.clamp(min=1e-12))
-        color = shade(surface.albedo(points), normals, light_dir, shading, self.cfg.ambient, self.cfg.diffuse)
-        packed = torch.cat([color.to(points.dtype), normals, distance, torch.ones_like(distance)], dim=-1)  # [N, 8]
-        image = torch.zeros(len(cameras), cameras.height, cameras.width, 8, dtype=points.dtype, device=points.device)
+        albedo = surface.albedo(points)
+        colors = [shade(a, normals, light_dir, shading, self.cfg.ambient, self.cfg.diffuse).to(points.dtype)
+                  for a in ([albedo, albedo.detach()] if shape_only else [albedo])]
+        packed = torch.cat([normals, distance, torch.ones_like(distance), *colors], dim=-1)  # [N, 5 + 3 per colour]
+        image = torch.zeros(len(cameras), cameras.height, cameras.width, packed.shape[-1], dtype=points.dtype, device=points.device)
         image = antialias_fn(image.index_put((frags.batch, frags.row, frags.col), packed))
-        alpha = image[..., 7:]
-        return RenderOutput(rgb=image[..., :3] + (1.0 - alpha) * bg.to(alpha.dtype), opacity=alpha,
-                            depth=image[..., 6:7], normal=image[..., 3:6])
+        alpha, background_part = image[..., 4:5], (1.0 - image[..., 4:5]) * bg.to(image.dtype)
+        return RenderOutput(rgb=image[..., 5:8] + background_part, opacity=alpha, depth=image[..., 3:4], normal=image[..., :3],
+                            rgb_shape_only=image[..., 8:11] + background_part if shape_only else None)

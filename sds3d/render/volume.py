@@ -29,6 +29,8 @@ class RenderOutput:
     normal: Optional[torch.Tensor] = None  # [B, H, W, 3] world-space, weighted by opacity
     orient: Optional[torch.Tensor] = None  # [B, H, W, 1] DreamFusion orientation penalty per pixel
     semantic: Optional[torch.Tensor] = None  # [B, H, W, K] region codes, where the scene has them
+    # rgb's value with the albedo cut from the graph, so that only the geometry gets its gradient (when asked)
+    rgb_shape_only: Optional[torch.Tensor] = None  # [B, H, W, 3]
 
 
 def ray_box_bounds(origins: torch.Tensor, dirs: torch.Tensor, radius: float):
@@ -85,8 +87,9 @@ class VolumeRenderer:
         self._samplers = {}  # device type -> OccupancySampler or None (dense), chosen on the first render there
 
     def render(self, field, background, cameras, shading: str = "albedo", with_normals: bool = False,
-               background_color: Optional[torch.Tensor] = None) -> RenderOutput:
-        """``background_color`` [B, 3] replaces the background module (random-colour augmentation)."""
+               background_color: Optional[torch.Tensor] = None, shape_only: bool = False) -> RenderOutput:
+        """``background_color`` [B, 3] replaces the background module (random-colour augmentation);
+        ``shape_only`` also renders ``rgb_shape_only``."""
         origins, dirs = cameras.rays()  # [B, H, W, 3]
         batch, height, width = origins.shape[:3]
         light = cameras.light_position[:, None, None, :].expand_as(origins)
@@ -96,7 +99,7 @@ class VolumeRenderer:
             bg = background_color.to(dirs.device)[:, None, None, :].expand_as(dirs)
         rays = [t.reshape(-1, 3) for t in (origins, dirs, light, bg)]
         chunks = [
-            self._render_rays(field, *(r[i : i + self.cfg.chunk] for r in rays), shading, with_normals)
+            self._render_rays(field, *(r[i : i + self.cfg.chunk] for r in rays), shading, with_normals, shape_only)
             for i in range(0, rays[0].shape[0], self.cfg.chunk)
         ]
         merged = {k: torch.cat([c[k] for c in chunks]) if chunks[0][k] is not None else None for k in chunks[0]}
@@ -155,10 +158,10 @@ class VolumeRenderer:
             self._samplers[device.type] = sampler
         return self._samplers[device.type]
 
-    def _render_rays(self, field, origins, dirs, light, bg, shading: str, with_normals: bool):
+    def _render_rays(self, field, origins, dirs, light, bg, shading: str, with_normals: bool, shape_only: bool):
         sampler = self._occupancy_sampler(origins.device)
         if sampler is not None:
-            return sampler.render_rays(field, origins, dirs, light, bg, shading, with_normals, self.cfg)
+            return sampler.render_rays(field, origins, dirs, light, bg, shading, with_normals, shape_only, self.cfg)
         depths, far = self._sample_points(field, origins, dirs)
         n, s = depths.shape
         points = (origins[:, None] + dirs[:, None] * depths[..., None]).reshape(-1, 3)  # [N*S, 3]
@@ -169,11 +172,16 @@ class VolumeRenderer:
         lights = light[:, None].expand(n, s, 3).reshape(-1, 3)
         ray_dirs = dirs[:, None].expand(n, s, 3).reshape(-1, 3)
         light_dir = light_directions(self.cfg, points, lights, ray_dirs)
-        color = shade(albedo, normals, light_dir, shading, self.cfg.ambient, self.cfg.diffuse).reshape(n, s, 3)
         opacity = weights.sum(-1, keepdim=True)
+
+        def image(albedo):
+            color = shade(albedo, normals, light_dir, shading, self.cfg.ambient, self.cfg.diffuse).reshape(n, s, 3)
+            return (weights[..., None] * color).sum(1) + (1.0 - opacity) * bg
+
         region_codes = getattr(field, "region_codes", None)
         out = {
-            "rgb": (weights[..., None] * color).sum(1) + (1.0 - opacity) * bg,
+            "rgb": image(albedo),
+            "rgb_shape_only": image(albedo.detach()) if shape_only else None,
             "opacity": opacity,
             "depth": (weights * depths).sum(-1, keepdim=True),
             "normal": None,
