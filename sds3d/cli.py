@@ -375,10 +375,10 @@ def main():
         if exc.hint:
             typer.echo(f"hint: {exc.hint}", err=True)
         sys.exit(2)
-    except click.ClickException as exc:
+    except (click.ClickException, typer.TyperException) as exc:  # typer 0.29 on raises its own copy of click's
         exc.show()
         sys.exit(exc.exit_code)
-    except click.Abort:
+    except (click.Abort, typer.Abort):
         sys.exit(130)
     except BrokenPipeError:
         _silence_closed_output()

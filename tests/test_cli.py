@@ -26,6 +26,12 @@ def cli(monkeypatch, capsys, *args):
     return info.value.code, out.out, out.err
 
 
+def test_unknown_option_is_a_usage_error_not_a_traceback(monkeypatch, capsys):
+    code, _, err = cli(monkeypatch, capsys, "run", "a red cube", "--out", "folder")
+    assert code == 2
+    assert "No such option: --out" in err and "Traceback" not in err
+
+
 def cli_subprocess(*args):
     cmd = [sys.executable, "-c", "from sds3d.cli import main; main()", *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
