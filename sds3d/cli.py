@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-import click
 import typer
 
 from sds3d.errors import Sds3dError
@@ -375,10 +374,10 @@ def main():
         if exc.hint:
             typer.echo(f"hint: {exc.hint}", err=True)
         sys.exit(2)
-    except (click.ClickException, typer.TyperException) as exc:  # typer 0.29 on raises its own copy of click's
+    except typer.TyperException as exc:  # usage errors of typer's own copy of click
         exc.show()
         sys.exit(exc.exit_code)
-    except (click.Abort, typer.Abort):
+    except typer.Abort:
         sys.exit(130)
     except BrokenPipeError:
         _silence_closed_output()

@@ -14,12 +14,12 @@ from sds3d.errors import ConfigError
 
 
 def gate_colour(rgb: torch.Tensor, rgb_shape_only: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(image, gate): ``image`` [B, ...] has rgb's value; the part of its gradient that reaches the albedo is
-    scaled per item by ``gate`` [B] (ones until changed in place before backward), the geometry's part is not."""
+    """(image, gate): ``image`` [B, H, W, 3] has rgb's value; the part of its gradient that reaches the albedo
+    is scaled per item by ``gate`` [B] (ones until changed in place before backward), the geometry's part is not."""
     gate = torch.ones(rgb.shape[0], device=rgb.device, dtype=rgb.dtype)
     colour = rgb - rgb_shape_only  # zero-valued; only the albedo path runs through it
     if colour.requires_grad:
-        colour.register_hook(lambda grad: grad * gate.view(-1, *([1] * (grad.dim() - 1))))
+        colour.register_hook(lambda grad: grad * gate.view(-1, 1, 1, 1))
     return rgb_shape_only + colour, gate
 
 
