@@ -63,7 +63,7 @@ CHOICES = {
     "objective.t_schedule": ("random", "sqrt_anneal", "dreamtime"),
     "objective.t_unit": ("fraction", "alphabar"),
     "scene.density_bias": ("blob", "none"),
-    "scene.normals": ("analytic", "finite_difference"),
+    "scene.normals": ("analytic", "finite_difference", "forward_difference"),
     "scene.encoding.backend": ("auto", "cuda", "torch", "tcnn"),
     "render.background.kind": ("solid", "environment"),
     "render.light": ("point", "headlight"),

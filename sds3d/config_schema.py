@@ -205,8 +205,8 @@ class CameraConfig:
 @dataclass
 class TrainConfig:
     steps: int = MISSING
-    lr_encoding: float = MISSING
-    lr_network: float = MISSING
+    lr_encoding: Schedulable = MISSING
+    lr_network: Schedulable = MISSING
     lr_background: float = MISSING
     betas: List[float] = MISSING
     eps: float = MISSING

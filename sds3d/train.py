@@ -13,7 +13,7 @@ from typing import Callable, Dict, List, Optional
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from tqdm import tqdm
 
 from sds3d.cameras import sample_cameras
@@ -74,6 +74,18 @@ def particles(scene: nn.ModuleDict) -> List[nn.ModuleDict]:
     return [scene, *(scene["particles"] if "particles" in scene else [])]
 
 
+def scheduled_group(params, lr) -> dict:
+    """An Adam group whose learning rate follows the schedulable ``lr`` (``set_learning_rates`` moves it)."""
+    lr = OmegaConf.to_object(lr) if isinstance(lr, ListConfig) else lr
+    return {"params": params, "lr": schedule(lr, 0, 1), "lr_schedule": lr}
+
+
+def set_learning_rates(optimizer: torch.optim.Optimizer, step: int, total_steps: int) -> None:
+    for group in optimizer.param_groups:
+        if "lr_schedule" in group:
+            group["lr"] = schedule(group["lr_schedule"], step, total_steps)
+
+
 def build_optimizer(scene_groups: List[dict], objective: nn.Module, cfg) -> torch.optim.Optimizer:
     groups = [*scene_groups, {"params": objective.parameters(), "lr": objective.lr}]
     groups = [g | {"params": list(g["params"])} for g in groups]
@@ -115,10 +127,10 @@ def nerf_stage(cfg, layout=None) -> Stage:
     scene = build_scene(cfg, layout)
     views = particles(scene)
     groups = [
-        {"params": [p for v in views for p in v["field"].encoding.parameters()], "lr": cfg.train.lr_encoding},
-        {"params": [p for v in views for p in v["field"].network.parameters()], "lr": cfg.train.lr_network},
+        scheduled_group([p for v in views for p in v["field"].encoding.parameters()], cfg.train.lr_encoding),
+        scheduled_group([p for v in views for p in v["field"].network.parameters()], cfg.train.lr_network),
         {"params": [p for v in views for p in v["background"].parameters()], "lr": cfg.train.lr_background},
-        {"params": scene["latent_head"].parameters() if "latent_head" in scene else [], "lr": cfg.train.lr_network},
+        scheduled_group(scene["latent_head"].parameters() if "latent_head" in scene else [], cfg.train.lr_network),
     ]
     return Stage(scene, VolumeRenderer(cfg.render, cfg.scene.radius, cfg.render.occupancy_grid), groups, lambda out, step: regularisers(out, step, cfg),
                  lambda run_dir, timer: export_particles(scene, cfg, run_dir, timer))
@@ -232,6 +244,7 @@ def train_step(s: Session, step: int, timer=untimed) -> StepOutput:
         s.optimizer.zero_grad(set_to_none=True)
         s.scaler.scale(loss).backward()
     with timer("optimiser"):
+        set_learning_rates(s.optimizer, step, cfg.train.steps)
         s.scaler.unscale_(s.optimizer)
         grad_norm = nn.utils.clip_grad_norm_([p for g in s.optimizer.param_groups for p in g["params"]], float("inf"))
         if not torch.isfinite(grad_norm) and not s.scaler.is_enabled():

@@ -1,5 +1,5 @@
-"""The CPU profile's fix: renders without gradients (validation, video) query normals only where a
-sample can show, and give the same picture as querying them for every sample."""
+"""The CPU profile's fixes: renders query normals only where a sample can show, and give the same picture
+as querying them for every sample; forward-difference normals reuse the sample's density."""
 
 import torch
 
@@ -12,27 +12,36 @@ SMALL = ["scene.encoding.levels=2", "scene.encoding.log2_table_size=8", "scene.e
          "scene.encoding.start_level=1", "render.samples=16", "render.importance_samples=8"]
 
 
-class NormalsEverywhere:
-    """The field, answering every query with normals (what the renderer did before)."""
-
-    def __init__(self, field):
-        self.field = field
-
-    def query(self, points, with_normals):
-        return self.field.query(points, True)
-
-
-def test_no_grad_lit_render_matches_normals_queried_everywhere_and_queries_fewer():
-    cfg = load_config(None, SMALL, "a red cube")
+def small_scene(*overrides):
+    cfg = load_config(None, SMALL + list(overrides), "a red cube")
     torch.manual_seed(0)
-    scene = build_scene(cfg)
+    return cfg, build_scene(cfg)
+
+
+def test_no_grad_lit_render_matches_normals_queried_everywhere_and_queries_fewer(monkeypatch):
+    cfg, scene = small_scene()
     field, renderer = scene["field"], VolumeRenderer(cfg.render, cfg.scene.radius)
     camera = orbit_cameras(cfg.cameras, 1, 24)[0]
     queried = []
-    query = field.query
-    field.query = lambda points, with_normals: queried.append(points.shape[0] * with_normals) or query(points, with_normals)
+    normals = field.normals
+    field.normals = lambda points, density: queried.append(points.shape[0]) or normals(points, density)
     with torch.no_grad():
         fast = renderer.render(field, scene["background"], camera, "diffuse", True)
-        full = renderer.render(NormalsEverywhere(field), scene["background"], camera, "diffuse", True)
-    assert 0 < queried[2] < 24 * 24 * (16 + 8)  # coarse pass, main pass, then the visible samples' normals
+        monkeypatch.setattr(VolumeRenderer, "_visible_normals", staticmethod(lambda f, points, density, weights: f.normals(points, density)))
+        full = renderer.render(field, scene["background"], camera, "diffuse", True)
+    assert 0 < queried[0] < queried[1] == 24 * 24 * (16 + 8)
     assert torch.allclose(fast.rgb, full.rgb, atol=1e-3) and torch.allclose(fast.normal, full.normal, atol=1e-3)
+
+
+def test_forward_differences_reuse_the_density_and_agree_with_central_ones():
+    eps = "scene.finite_difference_eps=0.001"
+    _, forward_scene = small_scene("scene.normals=forward_difference", eps)
+    _, central_scene = small_scene(eps)  # the same seed: the same weights
+    field, points = forward_scene["field"], torch.rand(64, 3) * 0.6 - 0.3
+    density, _, forward = field.query(points, True)
+    queried = []
+    encode = field.encoding.forward
+    field.encoding.forward = lambda x: queried.append(x.shape[0]) or encode(x)
+    torch.testing.assert_close(field.normals(points, density), forward)
+    assert queried == [3 * 64]
+    assert (forward * central_scene["field"].normals(points)).sum(-1).min() > 0.99

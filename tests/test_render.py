@@ -24,8 +24,10 @@ class Sphere:
         norm = points.norm(dim=-1)
         density = torch.where(norm < self.radius, self.value, 0.0)
         albedo = self.albedo.expand(points.shape[0], 3)
-        normals = self.sign * points / norm.clamp(min=1e-6)[:, None] if with_normals else None
-        return density, albedo, normals
+        return density, albedo, self.normals(points) if with_normals else None
+
+    def normals(self, points, density=None):
+        return self.sign * points / points.norm(dim=-1).clamp(min=1e-6)[:, None]
 
 
 def renderer(samples=128, importance=0, radius=1.0):
@@ -113,9 +115,13 @@ def test_lit_shading_asks_for_normals_and_returns_them(shading):
             asked.append(with_normals)
             return super().query(points, with_normals)
 
+        def normals(self, points, density=None):
+            asked.append(True)
+            return super().normals(points, density)
+
     with torch.no_grad():
         out = renderer(samples=16, importance=8).render(Recording(), solid_background(), front_camera(batch=2), shading)
-    assert asked[-1] is True  # the differentiable pass; the coarse pass needs no normals
+    assert asked == [False, False, True]  # coarse and differentiable passes, then the visible samples' normals
     assert out.normal.shape == (2, 3, 3, 3) and out.orient.shape == (2, 3, 3, 1)
 
 

@@ -4,7 +4,8 @@ Per ray: stratified samples between the ray's entry and exit of the scene cube, 
 pass whose weights place ``importance_samples`` more samples where the surface is, then one
 differentiable pass over all samples. A field with an ``occupied(points) -> bool [N]`` attribute (not
 None) is queried only at the samples it marks (empty-space skipping). The field arrives as an object with ``query(points,
-with_normals) -> (density, albedo, normals)``, so this module never imports the scene; a field with a
+with_normals) -> (density, albedo, normals)`` and ``normals(points, density) -> normals``, so this module
+never imports the scene; a field with a
 ``region_codes(points) -> [N, K]`` attribute (not None) also gets its codes composited into ``semantic``.
 With ``occupancy_grid`` and rays on CUDA, nerfacc's occupancy grid samples them instead (``occupancy.py``).
 """
@@ -137,7 +138,7 @@ class VolumeRenderer:
         return weights_from_density(density.reshape(depths.shape), deltas)
 
     @staticmethod
-    def _visible_normals(field, points, weights):
+    def _visible_normals(field, points, density, weights):
         """Normals [N*S, 3] of the samples that can show in a picture (weight above 1e-5), zero elsewhere.
 
         A pixel's error is under 48 * 1e-5, far below one 8-bit level, and the gradient through a skipped
@@ -145,7 +146,7 @@ class VolumeRenderer:
         (differentiable ones too, in training renders).
         """
         visible = weights.detach().reshape(-1) > 1e-5
-        normals = field.query(points[visible], True)[2]
+        normals = field.normals(points[visible], density[visible])
         return torch.zeros_like(points, dtype=normals.dtype).index_put((visible.nonzero()[:, 0],), normals)
 
     def _occupancy_sampler(self, device: torch.device):
@@ -168,7 +169,7 @@ class VolumeRenderer:
         need_normals = with_normals or shading != "albedo"
         density, albedo = self._query(field, points)
         weights = self._weights(density, depths, far)  # [N, S]
-        normals = self._visible_normals(field, points, weights) if need_normals else None
+        normals = self._visible_normals(field, points, density, weights) if need_normals else None
         lights = light[:, None].expand(n, s, 3).reshape(-1, 3)
         ray_dirs = dirs[:, None].expand(n, s, 3).reshape(-1, 3)
         light_dir = light_directions(self.cfg, points, lights, ray_dirs)

@@ -61,12 +61,29 @@ class NeRFField(nn.Module):
 
     def query(self, points: torch.Tensor, with_normals: bool) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
         """density [N], albedo [N, 3] and, if asked, outward unit normals [N, 3] (minus the density gradient)."""
-        if not with_normals:
-            density, albedo = self(points)
-            return density, albedo, None
+        if with_normals and self.cfg.normals == "analytic":
+            return self._with_analytic_normals(points)
+        density, albedo = self(points)
+        return density, albedo, self.normals(points, density) if with_normals else None
+
+    def normals(self, points: torch.Tensor, density: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Outward unit normals [N, 3] at ``points``; ``density`` [N] is the field's own density there, which
+        forward differences reuse (computed when not given)."""
+        if self.cfg.normals == "analytic":
+            return self._with_analytic_normals(points)[2]
+        eps = self.cfg.finite_difference_eps
+        offsets = torch.eye(3, device=points.device) * eps  # [3, 3]
         if self.cfg.normals == "finite_difference":
-            density, albedo = self(points)
-            return density, albedo, self._finite_difference_normals(points)
+            shifted = torch.cat([points[:, None] + offsets, points[:, None] - offsets], dim=1)  # [N, 6, 3]
+            sides = self.density(shifted.reshape(-1, 3)).reshape(-1, 6)
+            grad = (sides[:, :3] - sides[:, 3:]) / (2 * eps)
+        else:  # forward_difference: three queries instead of six
+            centre = self.density(points) if density is None else density
+            ahead = self.density((points[:, None] + offsets).reshape(-1, 3)).reshape(-1, 3)
+            grad = (ahead - centre[:, None]) / eps
+        return F.normalize(-grad, dim=-1)
+
+    def _with_analytic_normals(self, points: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         keep_graph = torch.is_grad_enabled()
         with torch.enable_grad():
             points = points.detach().requires_grad_(True)
@@ -76,11 +93,3 @@ class NeRFField(nn.Module):
         if not keep_graph:
             density, albedo, normals = density.detach(), albedo.detach(), normals.detach()
         return density, albedo, normals
-
-    def _finite_difference_normals(self, points: torch.Tensor) -> torch.Tensor:
-        eps = self.cfg.finite_difference_eps
-        offsets = torch.eye(3, device=points.device) * eps  # [3, 3]
-        shifted = torch.cat([points[:, None] + offsets, points[:, None] - offsets], dim=1)  # [N, 6, 3]
-        density = self.density(shifted.reshape(-1, 3)).reshape(-1, 6)
-        grad = (density[:, :3] - density[:, 3:]) / (2 * eps)
-        return F.normalize(-grad, dim=-1)
