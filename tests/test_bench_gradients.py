@@ -25,6 +25,7 @@ def test_the_exact_guide_asks_nothing_at_the_ground_truth():
     for row in rows:  # the bundled prior's figures on this caption are about 0.1 to 1
         assert row["norm_object"] < 1e-2 and row["norm_background"] < 1e-2
         assert abs(row["opacity_ring"]) < 1e-3
+        assert max(abs(c) for c in row["colour_object"]) < 1e-2
         assert math.isnan(row["opacity_far"]) or abs(row["opacity_far"]) < 1e-3  # nan: no far background at 16 px
     assert rows[0]["weight_for_sds_scale"] == 1.0
     table = format_gradients(rows, "a blue sphere")

@@ -8,7 +8,9 @@ respect to the render's pixels is then measured:
 - the opacity gradient it implies, dL/do = g . (colour - background) per pixel (a render composites
   o * colour + (1 - o) * background), on the object, on a ring of pixels just outside it (2 px) and on the
   far background (beyond 4 px). Negative means the objective asks for more opacity there: a negative ring grows the
-  asset, a negative far background asks for haze.
+  asset, a negative far background asks for haze;
+- the colour it asks of the object, -g averaged over the object's pixels per channel (R, G, B): positive
+  asks for more of that channel, all three negative for a darker object.
 A perfect guide at its own data asks for nothing; the figures say how far each method is from that, and
 ``weight for SDS's scale`` is the objective weight that gives the method SDS's per-pixel norm.
 """
@@ -42,6 +44,7 @@ def measure(method: str, prompt: str, overrides: Sequence[str], draws: int) -> D
     session = build_session(cfg)
     scene, total = parse_caption(prompt), cfg.train.steps
     sums = {k: [] for k in ("norm_object", "norm_background", "opacity_object", "opacity_ring", "opacity_far")}
+    colour = []
     background = torch.tensor(BACKGROUND)
     for k in range(draws):
         step = k * total // draws
@@ -64,8 +67,10 @@ def measure(method: str, prompt: str, overrides: Sequence[str], draws: int) -> D
                                     ("opacity_ring", haze, near), ("opacity_far", haze, far)):
             if region.any():  # a small render may have no far background
                 sums[key].append(values[region].mean().item())
+        colour.append(-grad[mask].mean(0))
     return {"method": method, "objective": cfg.objective.name, "weight": schedule(cfg.objective.weight, 0, total),
-            **{k: sum(v) / len(v) if v else float("nan") for k, v in sums.items()}}
+            **{k: sum(v) / len(v) if v else float("nan") for k, v in sums.items()},
+            "colour_object": torch.stack(colour).mean(0).tolist()}
 
 
 def run_gradients(methods: Sequence[str], prompt: str, overrides: Sequence[str], draws: int = 8) -> List[Dict]:
@@ -78,10 +83,12 @@ def run_gradients(methods: Sequence[str], prompt: str, overrides: Sequence[str],
 
 
 def format_gradients(rows: List[Dict], prompt: str) -> str:
-    lines = [f"gradients at the ground truth of '{prompt}' (per pixel; opacity: negative asks for more)",
-             f"{'method':<16} {'weight':>6} {'norm obj':>8} {'norm bg':>8} {'dL/do obj':>9} {'ring':>8} {'far bg':>8} {'weight for SDS scale':>20}"]
+    lines = [f"gradients at the ground truth of '{prompt}' (per pixel; opacity: negative asks for more; colour: positive asks for more)",
+             f"{'method':<16} {'weight':>6} {'norm obj':>8} {'norm bg':>8} {'dL/do obj':>9} {'ring':>8} {'far bg':>8} "
+             f"{'colour asked R G B':>21} {'weight for SDS scale':>20}"]
     for r in rows:
         suggested = f"{r['weight_for_sds_scale']:.3g}" if r["weight_for_sds_scale"] is not None else "-"
+        colour = " ".join(f"{c:+.3f}" for c in r["colour_object"])
         lines.append(f"{r['method']:<16} {r['weight']:>6.3g} {r['norm_object']:>8.3f} {r['norm_background']:>8.3f} "
-                     f"{r['opacity_object']:>9.3f} {r['opacity_ring']:>8.3f} {r['opacity_far']:>8.3f} {suggested:>20}")
+                     f"{r['opacity_object']:>9.3f} {r['opacity_ring']:>8.3f} {r['opacity_far']:>8.3f} {colour:>21} {suggested:>20}")
     return "\n".join(lines)
