@@ -3,6 +3,7 @@
 import contextlib
 import logging
 import os
+import shlex
 import signal
 import sys
 from pathlib import Path
@@ -295,17 +296,42 @@ def bench_quality(
     prompt: Optional[List[str]] = typer.Option(None, "--prompt", "-p", help="World captions to run instead of the sets; repeat for several."),
     out: Path = typer.Option(Path("bench-quality"), help="Run folders, quality.json and quality.png go here."),
     refine: bool = typer.Option(False, "--refine", help="Also run the mesh stage on each run; score its renders against the ground truth and the NeRF (PSNR, IoU)."),
+    readme: Optional[Path] = typer.Option(None, help="Also write the table and picture into this README's bench-quality block."),
 ):
     """Run the world prompt set through each method; print IoU, colour error, steps and time."""
     from sds3d.bench.quality import METHODS, PROMPTS, format_table, run_quality
+    from sds3d.bench.readme import check_markers
 
     unknown = [s for s in prompt_set or [] if s not in PROMPTS]
     if unknown:
         raise Sds3dError(f"unknown prompt set: {', '.join(unknown)}", hint=f"sets: {', '.join(PROMPTS)}")
     _check_bench_inputs(method or [], prompt or [])
+    if readme is not None:
+        check_markers(readme)  # before the hours of runs, not after
     rows = run_quality(method or list(METHODS), overrides or [], out, prompt_set or list(PROMPTS), prompt or [], refine)
     typer.echo(format_table(rows))
     typer.echo(f"wrote {out / 'quality.json'} and {out / 'quality.png'}")
+    if readme is not None:
+        _write_report(readme, rows, [out / "quality.png"])
+
+
+@bench_app.command("report")
+def bench_report(
+    folders: List[Path] = typer.Argument(..., help="Folders that `sds3d bench quality --out` wrote, in the table's order."),
+    readme: Path = typer.Option(Path("README.md"), help="The README whose bench-quality block is replaced."),
+):
+    """Merge earlier `bench quality` folders (runs made in parallel, say) into the README's table and picture."""
+    from sds3d.bench.readme import check_markers, load_bench_folders
+
+    check_markers(readme)
+    _write_report(readme, *load_bench_folders(folders))
+
+
+def _write_report(readme: Path, rows, pictures) -> None:
+    from sds3d.bench.readme import write_report
+
+    picture = write_report(readme, rows, pictures, shlex.join(["sds3d", *sys.argv[1:]]))
+    typer.echo(f"wrote the bench-quality block of {readme} and {picture}")
 
 
 @bench_app.command("gradients")
