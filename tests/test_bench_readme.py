@@ -35,7 +35,7 @@ def test_the_table_ends_with_each_methods_mean_and_worst_colour():
     assert lines[6].startswith("| **csd: mean of 1** |")
 
 
-def test_report_replaces_only_the_block_and_stacks_the_pictures(tmp_path):
+def test_report_replaces_only_the_block_and_sets_the_pictures_side_by_side(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text(f"# title\n\nbefore\n{START}\nold table\n{END}\nafter\n")
     first = bench_folder(tmp_path / "a", [row("base", "a red cube", 0.8, 0.9, 0.05)], height=4)
@@ -45,7 +45,7 @@ def test_report_replaces_only_the_block_and_stacks_the_pictures(tmp_path):
     text = readme.read_text()
     assert text.startswith("# title\n\nbefore\n" + START) and text.endswith(END + "\nafter\n")
     assert "old table" not in text and "| **sjc: mean of 1** |" in text and f"]({PICTURE.as_posix()})" in text
-    assert iio.imread(tmp_path / PICTURE).shape == (10, 8, 3)
+    assert iio.imread(tmp_path / PICTURE).shape == (6, 16, 3)  # one column per folder, the shorter padded
 
 
 def test_a_readme_without_the_block_or_a_folder_without_results_is_a_clear_error(tmp_path):
