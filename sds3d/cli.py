@@ -321,9 +321,8 @@ def bench_report(
     readme: Path = typer.Option(Path("README.md"), help="The README whose bench-quality block is replaced."),
 ):
     """Merge earlier `bench quality` folders (runs made in parallel, say) into the README's table and picture."""
-    from sds3d.bench.readme import check_markers, load_bench_folders
+    from sds3d.bench.readme import load_bench_folders
 
-    check_markers(readme)
     _write_report(readme, *load_bench_folders(folders))
 
 

@@ -71,7 +71,8 @@ def write_report(readme: Path, rows: Sequence[Dict], pictures: Sequence[Path], c
         f"![benchmark: every run's renders above the ground truth]({PICTURE.as_posix()})",
         END,
     ])
-    head, tail = text[: text.find(START)], text[text.find(END) + len(END):]
+    head, rest = text.split(START, 1)
+    tail = rest.split(END, 1)[1]
     with atomic_write(readme) as tmp:
         tmp.write_text(head + block + tail)
     return picture

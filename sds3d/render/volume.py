@@ -3,10 +3,10 @@
 Per ray: stratified samples between the ray's entry and exit of the scene cube, a no-grad coarse
 pass whose weights place ``importance_samples`` more samples where the surface is, then one
 differentiable pass over all samples. A field with an ``occupied(points) -> bool [N]`` attribute (not
-None) is queried only at the samples it marks (empty-space skipping). The field arrives as an object with ``query(points,
-with_normals) -> (density, albedo, normals)`` and ``normals(points, density) -> normals``, so this module
-never imports the scene; a field with a
-``region_codes(points) -> [N, K]`` attribute (not None) also gets its codes composited into ``semantic``.
+None) is queried only at the samples it marks (empty-space skipping). The field arrives as an object with
+``query(points, with_normals) -> (density, albedo, normals)`` and ``normals(points, density) -> normals``, so
+this module never imports the scene; a field with a ``region_codes(points) -> [N, K]`` attribute (not None)
+also gets its codes composited into ``semantic``.
 With ``occupancy_grid`` and rays on CUDA, nerfacc's occupancy grid samples them instead (``occupancy.py``).
 """
 
