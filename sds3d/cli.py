@@ -237,13 +237,15 @@ def prior_train(
     lr: float = typer.Option(1e-3, help="AdamW learning rate."),
     degrade_prob: float = typer.Option(0.25, help="Chance that an image is degraded (blurred, darkened, ...) and captioned so."),
     camera_dropout: float = typer.Option(0.1, help="Chance that an image's camera is given as unknown."),
+    pair_prob: float = typer.Option(0.4, min=0.0, max=1.0, help="Share of the rendered scenes that are pairs (the rest are singles)."),
     init: Optional[Path] = typer.Option(None, help="A prior folder to start from (e.g. the bundled one); ignored on resume."),
 ):
     """Train the prior on world renders; resumable (rerun the same command)."""
     from sds3d.prior.train import train_prior
 
     out_dir = train_prior(out, work, steps, batch_size=batch_size, lr=lr, dataset_size=dataset_size, seed=seed,
-                          degrade_prob=degrade_prob, camera_dropout=camera_dropout, init=init)
+                          degrade_prob=degrade_prob, camera_dropout=camera_dropout, pair_prob=pair_prob,
+                          init=init)
     typer.echo(f"wrote {out_dir}")
 
 
@@ -252,7 +254,7 @@ def prior_sample(
     model: str = typer.Option("${asset:prior}", help="A pixel-space diffusers folder (default: the bundled prior)."),
     out: Path = typer.Option(Path("prior-samples.png"), help="The grid: one row per caption set."),
     steps: int = typer.Option(50, help="DDIM steps."),
-    guidance_scale: float = typer.Option(3.0, help="Standard CFG scale."),
+    guidance_scale: float = typer.Option(7.5, help="Standard CFG scale (7.5: the scale runs guide with, objective.guidance_scale)."),
     seed: int = typer.Option(0),
 ):
     """Sample the evaluation captions, write a grid and print ground-truth checker scores."""

@@ -84,6 +84,31 @@ def test_render_dataset_view_suffix_rate(cameras_cfg):
     assert not any("," in c for c in plain)
 
 
+def test_render_dataset_pair_prob_sets_the_share_of_pairs(cameras_cfg):
+    def pairs(prob):
+        _, captions, _ = render_dataset(60, 4, cameras_cfg, seed=0, pair_prob=prob)
+        return sum(parse_caption(c).relation is not None for c in captions)
+
+    assert pairs(0.0) == 0 and pairs(1.0) == 60
+    assert 0.45 * 60 < pairs(0.7) < 0.9 * 60
+
+
+def test_evaluation_pairs_are_distinct_training_pairs_and_keep_the_first_five():
+    from sds3d.prior.sample import evaluation_captions
+    from sds3d.world.scenes import HELD_OUT
+
+    captions = evaluation_captions()
+    assert [len(captions[name]) for name in ("singles", "held-out", "pairs")] == [25, 5, 25]
+    assert captions["pairs"][:5] == ["a red cube to the left of a red cylinder", "a green cube on top of a yellow sphere",
+                                     "a blue sphere to the left of an orange cone", "a yellow cylinder on top of a green torus",
+                                     "a purple torus to the left of a purple cone"]
+    assert len(set(captions["pairs"])) == 25 and evaluation_captions() == captions
+    scenes = [parse_caption(c) for c in captions["pairs"]]
+    assert {s.relation for s in scenes} == {"to the left of", "on top of"}
+    assert all((o.color, o.shape) not in HELD_OUT for s in scenes for o in s.objects)
+    assert evaluation_captions(pair_count=8)["pairs"] == captions["pairs"][:8]
+
+
 def test_train_prior_exports_a_loadable_model_and_resumes(tmp_path):
     out_dir, work_dir = tmp_path / "prior", tmp_path / "work"
     kwargs = dict(batch_size=4, dataset_size=16, resolution=16, channels=(8, 16), save_every=100, log_every=1)

@@ -11,19 +11,19 @@ from sds3d.world.scenes import sample_scene
 
 
 def render_dataset(count: int, resolution: int, cameras_cfg, seed: int, view_suffix_prob: float = 0.8,
-                   held_out: bool = False, chunk: int = 128) -> Tuple[torch.Tensor, List[str], torch.Tensor]:
+                   held_out: bool = False, pair_prob: float = 0.4, chunk: int = 128) -> Tuple[torch.Tensor, List[str], torch.Tensor]:
     """``count`` images (uint8 [N, 3, H, W]), captions and their cameras' ``camera_features`` [N, F],
     deterministic by ``seed``.
 
     A caption carries the camera's view suffix (", front view", ...) with ``view_suffix_prob``, so the
-    prior learns what view-dependent prompts mean.
+    prior learns what view-dependent prompts mean; ``pair_prob`` of the scenes are pairs.
     """
     rng = random.Random(seed)
     images, captions, features = [], [], []
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         for start in range(0, count, chunk):
-            scenes = [sample_scene(rng, held_out=held_out) for _ in range(min(chunk, count - start))]
+            scenes = [sample_scene(rng, pair_prob, held_out=held_out) for _ in range(min(chunk, count - start))]
             cameras = sample_cameras(cameras_cfg, resolution, resolution, batch_size=len(scenes))
             rgb = render_scenes(scenes, cameras).rgb
             images.append((rgb.clamp(0, 1) * 255).round().byte().permute(0, 3, 1, 2))

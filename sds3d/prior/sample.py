@@ -1,6 +1,7 @@
 """Sampling a pixel-space guide with DDIM and classifier-free guidance, and scoring the samples
 against the world's ground truth: the check that the prior draws what its captions say."""
 
+import random
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -12,18 +13,25 @@ from sds3d.cameras import Cameras, sample_cameras
 from sds3d.export import write_image
 from sds3d.objectives.base import cfg as guided
 from sds3d.world.metrics import score_sample
-from sds3d.world.scenes import HELD_OUT, RELATIONS, pair, single, training_pairs
+from sds3d.world.scenes import HELD_OUT, RELATIONS, pair, sample_scene, single, training_pairs
 
 
-def evaluation_captions() -> Dict[str, List[str]]:
-    """Fixed caption sets: every training single, every held-out single, and a few pairs."""
+def evaluation_captions(pair_count: int = 25) -> Dict[str, List[str]]:
+    """Fixed caption sets: every training single, every held-out single, and ``pair_count`` distinct pairs of
+    training singles (the first five as the first priors were scored on, then drawn with a fixed seed)."""
     singles = [single(s, c).caption for c, s in training_pairs()]
-    pairs = [pair(training_pairs()[i], RELATIONS[i % 2], training_pairs()[(i * 7 + 3) % 25]).caption for i in range(0, 25, 5)]
-    return {"singles": singles, "held-out": [single(s, c).caption for c, s in HELD_OUT], "pairs": pairs}
+    pool = training_pairs()
+    pairs = [pair(pool[i], RELATIONS[i % 2], pool[(i * 7 + 3) % 25]).caption for i in range(0, 25, 5)]
+    rng = random.Random(0)
+    while len(pairs) < pair_count:
+        caption = sample_scene(rng, pair_prob=1.0).caption
+        if caption not in pairs:
+            pairs.append(caption)
+    return {"singles": singles, "held-out": [single(s, c).caption for c, s in HELD_OUT], "pairs": pairs[:pair_count]}
 
 
 @torch.no_grad()
-def sample_images(guide, captions: Sequence[str], steps: int = 50, guidance_scale: float = 3.0, seed: int = 0,
+def sample_images(guide, captions: Sequence[str], steps: int = 50, guidance_scale: float = 7.5, seed: int = 0,
                   cameras: Optional[Cameras] = None) -> torch.Tensor:
     """DDIM samples [N, 3, r, r] in [0, 1], one per caption, with standard CFG against the empty prompt;
     a camera-conditioned guide (``view_aware``) draws caption n as seen by camera n of ``cameras``."""
@@ -43,7 +51,7 @@ def sample_images(guide, captions: Sequence[str], steps: int = 50, guidance_scal
     return ((x.cpu() + 1.0) / 2.0).clamp(0.0, 1.0)
 
 
-def score_prior(guide, cameras_cfg, out: Path, steps: int = 50, guidance_scale: float = 3.0, seed: int = 0) -> Dict[str, float]:
+def score_prior(guide, cameras_cfg, out: Path, steps: int = 50, guidance_scale: float = 7.5, seed: int = 0) -> Dict[str, float]:
     """Samples every evaluation caption (from training cameras drawn with ``seed``, for a camera-conditioned
     guide), writes them as one grid (a row per set), returns pass rates."""
     rows, scores = [], {}

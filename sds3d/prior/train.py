@@ -30,14 +30,15 @@ def tokenize(tokenizer, captions):
     return tokenizer(list(captions), padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt").input_ids
 
 
-def load_dataset(work_dir: Path, count: int, resolution: int, seed: int):
+def load_dataset(work_dir: Path, count: int, resolution: int, seed: int, pair_prob: float):
     """Rendered once and cached in the work folder (the renders, not the model, are the slow part to redo)."""
-    path = work_dir / f"dataset-{count}-{resolution}-{seed}-cameras.pt"
+    pairs = "" if pair_prob == 0.4 else f"-pairs{pair_prob:g}"  # the first priors' cache names hold
+    path = work_dir / f"dataset-{count}-{resolution}-{seed}{pairs}-cameras.pt"
     if path.is_file():
         data = torch.load(path, weights_only=False)
         return data["images"], data["captions"], data["cameras"]
     cameras = load_config(prompt="world").cameras
-    images, captions, features = render_dataset(count, resolution, cameras, seed)
+    images, captions, features = render_dataset(count, resolution, cameras, seed, pair_prob=pair_prob)
     with atomic_write(path) as tmp:
         torch.save({"images": images, "captions": captions, "cameras": features}, tmp)
     return images, captions, features
@@ -76,14 +77,15 @@ def warm_start(prior: Prior, folder: Path) -> None:
 def train_prior(out_dir: Path, work_dir: Path, steps: int, batch_size: int = 32, lr: float = 1e-3,
                 dataset_size: int = 12000, resolution: int = 32, seed: int = 0, cond_dropout: float = 0.1,
                 save_every: int = 250, log_every: int = 25, channels=(32, 64, 64), degrade_prob: float = 0.25,
-                camera_dropout: float = 0.1, init: Path = None) -> Path:
+                camera_dropout: float = 0.1, pair_prob: float = 0.4, init: Path = None) -> Path:
     """``degrade_prob``: chance that a training image is degraded and captioned so (``degrade.py``);
+    ``pair_prob``: share of the rendered scenes that are pairs;
     ``camera_dropout``: chance that its camera is given as unknown (for callers without cameras);
     ``init``: a saved prior folder to start from (ignored when the work folder holds a checkpoint)."""
     out_dir, work_dir = Path(out_dir), Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    images, captions, cameras = load_dataset(work_dir, dataset_size, resolution, seed)
+    images, captions, cameras = load_dataset(work_dir, dataset_size, resolution, seed, pair_prob)
     prior = build_prior(resolution, channels)
     ckpt_path = work_dir / "ckpt.pt"
     if init is not None and not ckpt_path.is_file():
