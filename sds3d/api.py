@@ -11,12 +11,13 @@ from typing import Callable, List, Optional, Sequence
 from sds3d.atomic import atomic_write
 from sds3d.checkpoint import load_checkpoint
 from sds3d.config import load_config, load_refine_config, load_saved_config
+from sds3d.device import pick_device
 from sds3d.errors import ConfigError
 from sds3d.guides.base import check_prompt_words
 from sds3d.layout import load_layout, plan_layout
 from sds3d.objectives import OBJECTIVES
 from sds3d.refine import REFINE_DIR, refine as refine_stage, resume_refine
-from sds3d.train import RunResult, build_scene, pick_device, train
+from sds3d.train import RunResult, build_scene, train
 from sds3d.views import export_meshes
 
 

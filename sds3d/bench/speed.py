@@ -18,9 +18,10 @@ from typing import Dict, List, Optional, Sequence
 import torch
 
 from sds3d.config import load_config
+from sds3d.device import pick_device
 from sds3d.objectives import OBJECTIVES
 from sds3d.timing import PartTimer
-from sds3d.train import build_session, memory_mb, pick_device, train_step
+from sds3d.train import build_session, memory_mb, train_step
 
 PARTS = ("render", "encode", "objective", "backward", "optimiser")
 
