@@ -91,13 +91,19 @@ def test_csd_pure_is_weighted_classifier_direction():
     assert out.stats["negative_scale"] == 0.0
 
 
-def test_csd_one_guide_call_cond_uncond_null():
+def embeddings_of_the_one_guide_call(objective_cls, config):
+    """The embeddings of the single guide call one step of ``objective_cls`` makes (three of them)."""
     conditions, eps = make_conditions(), known_eps()
     guide = constant_guide(conditions, eps)
-    run(CSD, csd_config(), guide, torch.randn(SHAPE, requires_grad=True), conditions)
+    run(objective_cls, config, guide, torch.randn(SHAPE, requires_grad=True), conditions)
     assert len(guide.calls) == 1
     embeddings = guide.calls[0][2]
     assert embeddings.shape[0] == 3
+    return conditions, embeddings
+
+
+def test_csd_one_guide_call_cond_uncond_null():
+    conditions, embeddings = embeddings_of_the_one_guide_call(CSD, csd_config())
     for row, expected in zip(embeddings, (conditions.cond, conditions.negative, conditions.empty)):
         assert torch.equal(row, expected)
 
@@ -202,10 +208,5 @@ def test_nfsd_switch_and_guidance_scale_from_config():
 
 
 def test_nfsd_exactly_three_conditions_in_one_call():
-    conditions, eps = make_conditions(), known_eps()
-    guide = constant_guide(conditions, eps)
-    run(NFSD, nfsd_config(), guide, torch.randn(SHAPE, requires_grad=True), conditions)
-    assert len(guide.calls) == 1
-    embeddings = guide.calls[0][2]
-    assert embeddings.shape[0] == 3
+    _, embeddings = embeddings_of_the_one_guide_call(NFSD, nfsd_config())
     assert {float(e[0, 0, 0]) for e in embeddings} == {1.0, 0.0, -1.0}  # cond, null, negative
