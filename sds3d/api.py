@@ -104,8 +104,9 @@ def resume(run_dir: Path, overrides: Sequence[str] = ()) -> RunResult:
 def export(run_dir: Path, formats: Sequence[str] = ("glb",), resolution: Optional[int] = None,
            overrides: Sequence[str] = ()) -> List[Path]:
     """Re-extract meshes from a run's checkpoint (e.g. at a higher marching-cubes resolution)."""
-    cfg, scene = load_run(run_dir, [*overrides, f"export.formats={list(formats)}"])
-    return export_meshes(scene, cfg, Path(run_dir), cfg.export.formats, resolution or cfg.export.resolution)
+    extra = [f"export.formats={list(formats)}"] + ([f"export.resolution={resolution}"] if resolution else [])
+    cfg, scene = load_run(run_dir, [*overrides, *extra])
+    return export_meshes(scene, cfg, Path(run_dir))
 
 
 def load_run(run_dir: Path, overrides: Sequence[str] = ()):

@@ -137,8 +137,7 @@ def export_particles(scene: nn.ModuleDict, cfg, run_dir: Path, timer: PartTimer)
     for i, view in enumerate(particles(scene)):
         out_dir = run_dir / f"particle-{i}" if i else run_dir
         out_dir.mkdir(parents=True, exist_ok=True)
-        outputs += export_meshes(view, cfg, out_dir, cfg.export.formats, cfg.export.resolution,
-                                 video=not i and cfg.export.video_frames > 0, timer=timer)
+        outputs += export_meshes(view, cfg, out_dir, video=not i and cfg.export.video_frames > 0, timer=timer)
     return outputs
 
 

@@ -2,7 +2,7 @@
 ``sds3d.export.asset``)."""
 
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List, Optional
 
 import numpy as np
 import torch
@@ -44,8 +44,7 @@ def save_turntable(renderer, scene, cfg, path: Path) -> Path:
     return write_video(frames, path, fps=cfg.export.video_fps)
 
 
-def export_meshes(scene, cfg, run_dir: Path, formats: Sequence[str], resolution: int, video: bool = False,
-                  timer: Optional[PartTimer] = None) -> List[Path]:
+def export_meshes(scene, cfg, run_dir: Path, video: bool = False, timer: Optional[PartTimer] = None) -> List[Path]:
     """Marching cubes of the density, decimated and written by ``write_asset`` with the field's albedo; with
     ``video``, then the turntable of that mesh (what the user downloads), lit, by the rasterizer. ``timer``
     times the two as "mesh" and "video"."""
@@ -53,8 +52,8 @@ def export_meshes(scene, cfg, run_dir: Path, formats: Sequence[str], resolution:
     field = scene["field"]
     device = next(field.parameters()).device
     with timer("mesh"):
-        surface = decimate(nerf_surface(field, cfg, resolution), cfg.export.max_faces)
-        paths = write_asset(surface, lambda points: field(points.to(device))[1], cfg, run_dir, formats)
+        surface = decimate(nerf_surface(field, cfg, cfg.export.resolution), cfg.export.max_faces)
+        paths = write_asset(surface, lambda points: field(points.to(device))[1], cfg, run_dir, cfg.export.formats)
     if video:
         with timer("video"):
             asset_scene = nn.ModuleDict({"field": mesh_asset(surface, field), "background": scene["background"]}).to(device)
