@@ -10,7 +10,6 @@ import torch
 
 from sds3d.config import load_config
 from sds3d.guides.prompts import Conditions, PerpNegatives
-from sds3d.objectives import OBJECTIVES
 
 T = 1000
 B, C, H, W = 2, 4, 3, 3
@@ -19,8 +18,7 @@ SHAPE = (B, C, H, W)
 
 
 def objective_config(name: str, *overrides: str, config: str | None = None):
-    return load_config(config, prompt="x", overrides=[f"objective.name={name}", *overrides],
-                       objective_names=list(OBJECTIVES)).objective
+    return load_config(config, prompt="x", overrides=[f"objective.name={name}", *overrides]).objective
 
 
 def hand_alphas() -> torch.Tensor:

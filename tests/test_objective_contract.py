@@ -12,6 +12,7 @@ import torch
 from objective_fakes import B, SHAPE, hand_alphas, make_conditions, objective_config
 
 from sds3d.config import ASSETS_DIR
+from sds3d.config_schema import OBJECTIVE_NAMES
 from sds3d.guides.prompts import Regions
 from sds3d.guides.stable_diffusion import StableDiffusionGuide
 from sds3d.objectives import OBJECTIVES
@@ -81,8 +82,9 @@ FIXED_POINTS = {
 }
 
 
-def test_every_registered_objective_states_its_fixed_point():
+def test_every_registered_objective_states_its_fixed_point_and_is_a_config_choice():
     assert set(FIXED_POINTS) == set(OBJECTIVES)
+    assert tuple(OBJECTIVES) == OBJECTIVE_NAMES
 
 
 @pytest.mark.parametrize("name", sorted(OBJECTIVES))

@@ -20,7 +20,7 @@ L, D = 5, 6
 
 
 def objective_config(*overrides: str, name: str = "sds"):
-    return load_config(prompt="x", overrides=[f"objective.name={name}", *overrides], objective_names=list(OBJECTIVES)).objective
+    return load_config(prompt="x", overrides=[f"objective.name={name}", *overrides]).objective
 
 
 def hand_alphas() -> torch.Tensor:

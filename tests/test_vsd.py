@@ -15,7 +15,6 @@ from sds3d.config import load_config
 from sds3d.errors import ConfigError
 from sds3d.guides.prompts import PromptSet
 from sds3d.guides.stable_diffusion import StableDiffusionGuide
-from sds3d.objectives import OBJECTIVES
 from sds3d.objectives.vsd import VSD, lora_target
 
 CPU = torch.device("cpu")
@@ -39,8 +38,7 @@ def vpred_guide(tiny_sd_vpred_dir):
 
 def run_config(*overrides, prompt="a cat"):
     return load_config(prompt=prompt, overrides=["objective.name=vsd", "objective.guidance_scale=7.5",
-                                                   "objective.weighting=sds", *overrides],
-                       objective_names=list(OBJECTIVES))
+                                                   "objective.weighting=sds", *overrides])
 
 
 def build(guide, *overrides, seed=0):
