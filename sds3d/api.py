@@ -11,12 +11,12 @@ from typing import Callable, List, Optional, Sequence
 from sds3d.atomic import atomic_write
 from sds3d.checkpoint import load_checkpoint
 from sds3d.config import load_config, load_refine_config, load_saved_config
+from sds3d.device import pick_device
 from sds3d.errors import ConfigError
 from sds3d.guides.base import check_prompt_words
 from sds3d.layout import load_layout, plan_layout
-from sds3d.objectives import OBJECTIVES
 from sds3d.refine import REFINE_DIR, refine as refine_stage, resume_refine
-from sds3d.train import RunResult, build_scene, pick_device, train
+from sds3d.train import RunResult, build_scene, train
 from sds3d.views import export_meshes
 
 
@@ -57,7 +57,7 @@ def generate(prompt: Optional[str] = None, config: Optional[str] = None, overrid
     """
     if layout is not None:
         config, overrides = config or "semantic", [*overrides, f"layout.file={layout}"]
-    cfg = load_config(config, overrides, prompt, objective_names=list(OBJECTIVES))
+    cfg = load_config(config, overrides, prompt)
     # A bad layout or a word the model cannot read fails before a run folder exists.
     if cfg.layout.file:
         load_layout(cfg.layout.file, cfg.scene.radius)
@@ -69,7 +69,7 @@ def generate(prompt: Optional[str] = None, config: Optional[str] = None, overrid
         path = run_dir / "layout.json"
         with atomic_write(path) as tmp:
             tmp.write_text(json.dumps(planned.to_dict(), indent=2))
-        cfg = load_config(config, [*overrides, f"layout.file={path}"], prompt, objective_names=list(OBJECTIVES))
+        cfg = load_config(config, [*overrides, f"layout.file={path}"], prompt)
     result = train(cfg, run_dir, should_stop=should_stop)
     if cfg.refine.enabled and not result.interrupted:
         result.outputs += refine_stage(*load_run(run_dir), run_dir).outputs
@@ -83,18 +83,18 @@ def refine(run_dir: Path, config: Optional[str] = None, overrides: Sequence[str]
     run_dir = Path(run_dir)
     refine_dir = run_dir / REFINE_DIR
     if resume:
-        cfg = load_saved_config(refine_dir / "config.yaml", overrides, objective_names=list(OBJECTIVES))
+        cfg = load_saved_config(refine_dir / "config.yaml", overrides)
         if not (refine_dir / "ckpt" / "last.pt").is_file():
             raise ConfigError(f"'{refine_dir}' has no checkpoint to resume from", hint=f"start it with `sds3d refine {run_dir}`")
         return resume_refine(cfg, refine_dir)
-    cfg = load_refine_config(run_dir / "config.yaml", config, overrides, objective_names=list(OBJECTIVES))
+    cfg = load_refine_config(run_dir / "config.yaml", config, overrides)
     return refine_stage(cfg, load_scene(cfg, run_dir), run_dir)
 
 
 def resume(run_dir: Path, overrides: Sequence[str] = ()) -> RunResult:
     """Continue a run from ``ckpt/last.pt`` with its saved config (overrides such as train.steps allowed)."""
     run_dir = Path(run_dir)
-    cfg = load_saved_config(run_dir / "config.yaml", overrides, objective_names=list(OBJECTIVES))
+    cfg = load_saved_config(run_dir / "config.yaml", overrides)
     if not (run_dir / "ckpt" / "last.pt").is_file():
         raise ConfigError(f"'{run_dir}' has no checkpoint to resume from", hint="start it again with `sds3d run`")
     return train(cfg, run_dir, resume=True)
@@ -103,14 +103,15 @@ def resume(run_dir: Path, overrides: Sequence[str] = ()) -> RunResult:
 def export(run_dir: Path, formats: Sequence[str] = ("glb",), resolution: Optional[int] = None,
            overrides: Sequence[str] = ()) -> List[Path]:
     """Re-extract meshes from a run's checkpoint (e.g. at a higher marching-cubes resolution)."""
-    cfg, scene = load_run(run_dir, [*overrides, f"export.formats={list(formats)}"])
-    return export_meshes(scene, cfg, Path(run_dir), cfg.export.formats, resolution or cfg.export.resolution)
+    extra = [f"export.formats={list(formats)}"] + ([f"export.resolution={resolution}"] if resolution else [])
+    cfg, scene = load_run(run_dir, [*overrides, *extra])
+    return export_meshes(scene, cfg, Path(run_dir))
 
 
 def load_run(run_dir: Path, overrides: Sequence[str] = ()):
     """A finished (or interrupted) run's config and scene, with the checkpoint's weights, on its device."""
     run_dir = Path(run_dir)
-    cfg = load_saved_config(run_dir / "config.yaml", overrides, objective_names=list(OBJECTIVES))
+    cfg = load_saved_config(run_dir / "config.yaml", overrides)
     return cfg, load_scene(cfg, run_dir)
 
 

@@ -14,7 +14,7 @@ import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
-from sds3d.config_schema import RunConfig, Schedulable
+from sds3d.config_schema import OBJECTIVE_NAMES, RunConfig, Schedulable
 from sds3d.errors import ConfigError
 from sds3d.files import read_text, yaml_error, yaml_problem
 
@@ -57,6 +57,7 @@ def schedule(value, step: int, total_steps: int) -> float:
 # The string-valued keys with a closed set of values. Objective names come from the registry
 # (passed in by the caller) so that config never imports the objectives.
 CHOICES = {
+    "objective.name": OBJECTIVE_NAMES,
     "guide.dtype": ("auto", "fp16", "fp32"),
     "device": ("auto", "cpu", "cuda"),
     "objective.weighting": ("sds", "uniform", "fantasia3d", "alpha", "sigma_over_alpha"),
@@ -170,7 +171,6 @@ def load_config(
     config: Optional[str] = None,
     overrides: Sequence[str] = (),
     prompt: Optional[str] = None,
-    objective_names: Sequence[str] = (),
 ) -> DictConfig:
     """Build a validated run config: schema <- base.yaml <- ``config`` <- prompt <- overrides.
 
@@ -181,7 +181,7 @@ def load_config(
     layers = [_read_yaml(source)]
     if prompt is not None:
         layers.append({"prompt": {"text": prompt}})
-    return _build(layers, overrides, objective_names)
+    return _build(layers, overrides)
 
 
 def _parse_overrides(overrides: Sequence[str]) -> DictConfig:
@@ -198,7 +198,7 @@ def _parse_overrides(overrides: Sequence[str]) -> DictConfig:
         raise ConfigError(f"cannot read the overrides {list(overrides)}: {yaml_problem(whole)}") from whole
 
 
-def _build(layers: list, overrides: Sequence[str], objective_names: Sequence[str]) -> DictConfig:
+def _build(layers: list, overrides: Sequence[str]) -> DictConfig:
     bad = [o for o in overrides if not is_override(o)]
     if bad:
         raise ConfigError(f"cannot read override '{bad[0]}'", hint="overrides look like key.path=value")
@@ -211,12 +211,12 @@ def _build(layers: list, overrides: Sequence[str], objective_names: Sequence[str
                           hint=f"check the overrides {list(overrides)} against configs/base.yaml") from exc
     if OmegaConf.is_missing(cfg.prompt, "text") and cfg.layout.file:
         cfg.prompt.text = layout_prompt(cfg.layout.file)
-    validate(cfg, objective_names)
+    validate(cfg)
     OmegaConf.set_readonly(cfg, True)
     return cfg
 
 
-def validate(cfg: DictConfig, objective_names: Sequence[str] = ()) -> None:
+def validate(cfg: DictConfig) -> None:
     missing = sorted(OmegaConf.missing_keys(cfg))
     if "prompt.text" in missing:
         raise ConfigError("no prompt given", hint='sds3d run "a hamburger"  (or prompt.text="...")')
@@ -226,10 +226,7 @@ def validate(cfg: DictConfig, objective_names: Sequence[str] = ()) -> None:
         raise ConfigError("the prompt is empty", hint='sds3d run "a hamburger"')
     if not -(2**63) <= cfg.seed < 2**64:
         raise ConfigError(f"seed {cfg.seed} does not fit in 64 bits", hint="give a seed between 0 and 2**64 - 1")
-    choices = dict(CHOICES)
-    if objective_names:
-        choices["objective.name"] = tuple(objective_names)
-    for key, allowed in choices.items():
+    for key, allowed in CHOICES.items():
         value = OmegaConf.select(cfg, key)
         if value not in allowed:
             raise ConfigError(f"{key}: unknown value '{value}'", hint=f"choose one of: {', '.join(allowed)}")
@@ -321,8 +318,7 @@ def save_config(cfg: DictConfig, path: Path) -> None:
         OmegaConf.save(cfg, tmp, resolve=True)
 
 
-def load_refine_config(run_config: Path, config: Optional[str], overrides: Sequence[str] = (),
-                       objective_names: Sequence[str] = ()) -> DictConfig:
+def load_refine_config(run_config: Path, config: Optional[str], overrides: Sequence[str] = ()) -> DictConfig:
     """A NeRF run's saved config with the ``refine`` section of ``config`` (a YAML file or shipped name;
     None keeps the run's own) over it, then ``overrides``: the mesh stage keeps the run's prompt, guide
     and objective."""
@@ -331,12 +327,12 @@ def load_refine_config(run_config: Path, config: Optional[str], overrides: Seque
     layers = [_read_yaml(CONFIGS_DIR / "base.yaml"), OmegaConf.load(run_config)]
     if config is not None:
         layers.append({"refine": _read_yaml(resolve_config_path(config)).get("refine", {})})
-    return _build(layers, overrides, objective_names)
+    return _build(layers, overrides)
 
 
-def load_saved_config(path: Path, overrides: Sequence[str] = (), objective_names: Sequence[str] = ()) -> DictConfig:
+def load_saved_config(path: Path, overrides: Sequence[str] = ()) -> DictConfig:
     """The resolved config a run saved, with optional overrides (e.g. ``train.steps`` to run longer)."""
     if not path.is_file():
         raise ConfigError(f"'{path}' does not exist", hint="give a run folder made by `sds3d run`")
     # Under base.yaml, so that keys added since the run was made take their defaults.
-    return _build([_read_yaml(CONFIGS_DIR / "base.yaml"), OmegaConf.load(path)], overrides, objective_names)
+    return _build([_read_yaml(CONFIGS_DIR / "base.yaml"), OmegaConf.load(path)], overrides)

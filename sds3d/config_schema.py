@@ -11,6 +11,9 @@ from omegaconf import MISSING
 # A schedulable scalar: a number, or [start_step, start_value, end_value, end_step].
 Schedulable = Any
 
+# objective.name's choices; sds3d.objectives.OBJECTIVES maps each to its class (a test keeps the two equal).
+OBJECTIVE_NAMES = ("sds", "sjc", "vsd", "csd", "nfsd", "ism", "bsd", "semantic")
+
 
 @dataclass
 class PerpNegConfig:

@@ -16,12 +16,12 @@ from tqdm import tqdm
 from sds3d.api import new_run_dir
 from sds3d.cameras import make_cameras
 from sds3d.config import load_config, save_config, schedule
+from sds3d.device import pick_device
 from sds3d.errors import NonFiniteError
 from sds3d.export import write_image
 from sds3d.guides import load_guide
 from sds3d.guides.prompts import PromptSet
-from sds3d.objectives import OBJECTIVES, build_objective
-from sds3d.train import pick_device
+from sds3d.objectives import build_objective
 
 MIN_SIDE = 256  # saved images are upscaled (nearest) to at least this many pixels a side
 
@@ -64,7 +64,7 @@ def optimise_image(prompt: Optional[str] = None, config: Optional[str] = None, o
                    out_dir: Optional[Path] = None) -> PlaygroundResult:
     """Optimise one image for ``prompt`` with the configured objective; write image.png, progress.png,
     config.yaml and metrics.jsonl to ``out_dir`` (default ``<out_dir>/image-<slug>-<time>``)."""
-    cfg = load_config(config, overrides, prompt, objective_names=list(OBJECTIVES))
+    cfg = load_config(config, overrides, prompt)
     device = pick_device(cfg.device)
     guide = load_guide(cfg.guide, device)
     conditions = PromptSet(guide, cfg.prompt).conditions(fixed_view(cfg, guide.resolution).to(device))

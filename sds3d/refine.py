@@ -18,13 +18,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from sds3d.checkpoint import load_checkpoint, read_checkpoint
 from sds3d.config import schedule
+from sds3d.device import pick_device
 from sds3d.export import decimate
+from sds3d.export.asset import mesh_asset, nerf_surface, write_asset
 from sds3d.render.background import Background
 from sds3d.render.raster import MeshRenderer
 from sds3d.scene.mesh import MeshScene, TextureField
 from sds3d.timing import PartTimer
-from sds3d.train import RunResult, Stage, pick_device, train
-from sds3d.views import mesh_asset, nerf_surface, save_turntable, write_asset
+from sds3d.train import RunResult, Stage, train
+from sds3d.views import save_turntable
 
 REFINE_DIR = "refine"
 

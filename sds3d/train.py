@@ -20,6 +20,7 @@ from sds3d.cameras import sample_cameras
 from sds3d.atomic import atomic_write, remove_stale_temporaries
 from sds3d.checkpoint import load_checkpoint, run_identity, save_checkpoint
 from sds3d.config import save_config, schedule
+from sds3d.device import pick_device
 from sds3d.errors import ConfigError, NonFiniteError
 from sds3d.guides.prompts import PromptSet
 from sds3d.guides import load_guide
@@ -45,12 +46,6 @@ class RunResult:
     outputs: List[Path] = field(default_factory=list)  # meshes and video written
     interrupted: bool = False
     seconds: Dict[str, float] = field(default_factory=dict)  # wall time by phase: setup, steps, validation, mesh, video
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def build_scene(cfg, layout=None) -> nn.ModuleDict:
@@ -142,8 +137,7 @@ def export_particles(scene: nn.ModuleDict, cfg, run_dir: Path, timer: PartTimer)
     for i, view in enumerate(particles(scene)):
         out_dir = run_dir / f"particle-{i}" if i else run_dir
         out_dir.mkdir(parents=True, exist_ok=True)
-        outputs += export_meshes(view, cfg, out_dir, cfg.export.formats, cfg.export.resolution,
-                                 video=not i and cfg.export.video_frames > 0, timer=timer)
+        outputs += export_meshes(view, cfg, out_dir, video=not i and cfg.export.video_frames > 0, timer=timer)
     return outputs
 
 

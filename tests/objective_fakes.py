@@ -1,5 +1,5 @@
 """Shared fakes for the objective tests: a guide whose predictions are known functions of the embedding
-(recognised by content), hand-written alphas, and Conditions with distinct cond/uncond/null/plain and
+(recognised by content), hand-written alphas, and Conditions with distinct cond/negative/empty/no_view and
 optional Perp-Neg negatives."""
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ import torch
 
 from sds3d.config import load_config
 from sds3d.guides.prompts import Conditions, PerpNegatives
-from sds3d.objectives import OBJECTIVES
 
 T = 1000
 B, C, H, W = 2, 4, 3, 3
@@ -19,8 +18,7 @@ SHAPE = (B, C, H, W)
 
 
 def objective_config(name: str, *overrides: str, config: str | None = None):
-    return load_config(config, prompt="x", overrides=[f"objective.name={name}", *overrides],
-                       objective_names=list(OBJECTIVES)).objective
+    return load_config(config, prompt="x", overrides=[f"objective.name={name}", *overrides]).objective
 
 
 def hand_alphas() -> torch.Tensor:
@@ -29,14 +27,14 @@ def hand_alphas() -> torch.Tensor:
 
 
 def make_conditions(batch: int = B, perp_neg_weights: torch.Tensor | None = None) -> Conditions:
-    """cond 1, uncond -1, null 0, plain 2; Perp-Neg negatives 3 and 4 when weights [2, batch] are given."""
+    """cond 1, negative -1, empty 0, no_view 2; Perp-Neg negatives 3 and 4 when weights [2, batch] are given."""
     def const(v):
         return torch.full((batch, L, D), float(v))
 
     perp_neg = None
     if perp_neg_weights is not None:
         perp_neg = PerpNegatives(torch.stack([const(3), const(4)]), perp_neg_weights)
-    return Conditions(cond=const(1), uncond=const(-1), null=const(0), plain=const(2),
+    return Conditions(cond=const(1), negative=const(-1), empty=const(0), no_view=const(2),
                       camera=torch.zeros(batch, 16), labels=["front"] * batch, perp_neg=perp_neg)
 
 
@@ -64,9 +62,9 @@ class TableGuide:
 
 
 def constant_guide(conditions: Conditions, eps: dict) -> TableGuide:
-    """eps: {"cond"|"uncond"|"null"|"neg0"|"neg1": tensor [B, ...]} -> a guide answering those constants
+    """eps: {"cond"|"negative"|"empty"|"neg0"|"neg1": tensor [B, ...]} -> a guide answering those constants
     (the Perp-Neg names only when ``conditions`` carry negatives)."""
-    keys = {"cond": conditions.cond, "uncond": conditions.uncond, "null": conditions.null}
+    keys = {"cond": conditions.cond, "negative": conditions.negative, "empty": conditions.empty}
     if conditions.perp_neg is not None:
         keys.update(neg0=conditions.perp_neg.embeddings[0], neg1=conditions.perp_neg.embeddings[1])
     return TableGuide([(keys[name], constant(value)) for name, value in eps.items() if name in keys])
@@ -76,7 +74,7 @@ def constant(value: torch.Tensor) -> EpsFn:
     return lambda x_t, t: value.clone()
 
 
-def known_eps(seed: int = 0, names=("cond", "uncond", "null", "neg0", "neg1")) -> dict:
+def known_eps(seed: int = 0, names=("cond", "negative", "empty", "neg0", "neg1")) -> dict:
     g = torch.Generator().manual_seed(seed)
     return {name: torch.randn(SHAPE, generator=g) for name in names}
 

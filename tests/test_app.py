@@ -12,11 +12,9 @@ import pytest
 from omegaconf import OmegaConf
 from PIL import Image
 
-from sds3d import api
 from sds3d.app.request import Knobs, RunRequest, build_request, config_choices, explain, knob_defaults
 from sds3d.app.runs import format_seconds, loss_curve, read_metrics, read_progress, scan_runs
 from sds3d.app.worker import FINISHED, RUNNING, STOPPED, Worker
-from sds3d.config import load_config
 from sds3d.errors import Sds3dError
 
 TINY = Path(__file__).parent / "configs" / "tiny.yaml"

@@ -10,7 +10,6 @@ import trimesh
 from sds3d.cameras import make_cameras
 from sds3d.config import load_config
 from sds3d.errors import ConfigError
-from sds3d.objectives import OBJECTIVES
 from sds3d.render.colour_gate import colour_passes, gate_colour
 from sds3d.render.raster import MeshRenderer
 from sds3d.render.volume import VolumeRenderer
@@ -100,8 +99,7 @@ def test_colour_passes_at_or_below_the_bound():
 
 
 def albedo_and_density_grads(tiny_sd_dir, colour_t_max):
-    cfg = load_config(TINY, [f"guide.model={tiny_sd_dir}", f"objective.colour_t_max={colour_t_max}"], "a hamburger",
-                      objective_names=list(OBJECTIVES))
+    cfg = load_config(TINY, [f"guide.model={tiny_sd_dir}", f"objective.colour_t_max={colour_t_max}"], "a hamburger")
     session = build_session(cfg)
     train_step(session, 0)
     head = session.scene["field"].network[-1].weight.grad  # rows: density, then albedo r, g, b

@@ -6,28 +6,27 @@ from omegaconf.errors import ReadonlyConfigError
 
 from sds3d.config import CONFIGS_DIR, load_config, load_saved_config, save_config, schedule, shipped_configs
 from sds3d.errors import ConfigError
-from sds3d.objectives import OBJECTIVES
 
 SHIPPED = sorted(CONFIGS_DIR.glob("*.yaml"))
 
 
 def config_error(**kwargs) -> ConfigError:
-    kwargs = {"prompt": "a red cube", "objective_names": ("sds",), **kwargs}
+    kwargs = {"prompt": "a red cube", **kwargs}
     with pytest.raises(ConfigError) as info:
         load_config(**kwargs)
     return info.value
 
 
 def test_base_with_a_prompt_loads():
-    cfg = load_config(prompt="a red cube", objective_names=("sds",))
+    cfg = load_config(prompt="a red cube")
     assert cfg.prompt.text == "a red cube"
     assert cfg.objective.name == "sds" and cfg.train.steps > 0
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
 def test_every_shipped_config_loads_with_a_prompt(path):
-    by_path = load_config(str(path), prompt="a red cube", objective_names=list(OBJECTIVES))
-    by_name = load_config(path.stem, prompt="a red cube", objective_names=list(OBJECTIVES))
+    by_path = load_config(str(path), prompt="a red cube")
+    by_name = load_config(path.stem, prompt="a red cube")
     assert by_path == by_name
     assert by_path.prompt.text == "a red cube"
 
@@ -135,8 +134,8 @@ def test_missing_config_file_lists_the_shipped_configs():
 
 
 def test_unknown_objective_lists_the_choices():
-    err = config_error(overrides=["objective.name=vsd"], objective_names=("sds", "csd"))
-    assert "objective.name" in str(err) and "vsd" in str(err)
+    err = config_error(overrides=["objective.name=dreamfuse"])
+    assert "objective.name" in str(err) and "dreamfuse" in str(err)
     assert "sds" in err.hint and "csd" in err.hint
 
 
@@ -218,7 +217,7 @@ def test_loaded_config_is_read_only():
 def test_save_and_load_saved_config_round_trip(tmp_path):
     cfg = load_config("dreamfusion-sd", prompt="a red cube", overrides=["objective.t_max=[0,0.98,0.5,100]"])
     save_config(cfg, tmp_path / "config.yaml")
-    loaded = load_saved_config(tmp_path / "config.yaml", objective_names=("sds",))
+    loaded = load_saved_config(tmp_path / "config.yaml")
     assert loaded == cfg
     assert OmegaConf.to_container(loaded, resolve=True) == OmegaConf.to_container(cfg, resolve=True)
     assert OmegaConf.is_readonly(loaded)
@@ -252,7 +251,7 @@ def test_load_saved_config_of_a_missing_file(tmp_path):
 )
 def test_objective_family_keys_are_checked(override, named):
     with pytest.raises(ConfigError, match=re.escape(named)):
-        load_config(prompt="a red cube", overrides=[override], objective_names=list(OBJECTIVES))
+        load_config(prompt="a red cube", overrides=[override])
 
 
 def test_perp_neg_needs_view_dependent_prompts():

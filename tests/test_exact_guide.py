@@ -90,9 +90,9 @@ def test_an_unknown_exact_guide_is_a_config_error():
 def test_sds_pulls_a_plain_image_towards_the_caption_images():
     torch.manual_seed(0)
     guide = guide_with(views=16)
-    cond, uncond = guide.embed(["a red sphere", ""])
+    cond, negative = guide.embed(["a red sphere", ""])
     targets = guide.images(int(cond.item()))
-    conditions = Conditions(cond=cond[None], uncond=uncond[None], null=uncond[None], plain=cond[None],
+    conditions = Conditions(cond=cond[None], negative=negative[None], empty=negative[None], no_view=cond[None],
                             camera=torch.zeros(1, 16), labels=["front"])
     objective = SDS(load_config(prompt="x", overrides=["objective.guidance_scale=1"]).objective, guide, 100)
     rgb = torch.full((1, 3, 16, 16), 0.5, requires_grad=True)

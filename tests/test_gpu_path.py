@@ -9,7 +9,6 @@ import torch
 from sds3d.config import load_config
 from sds3d.errors import ConfigError
 from sds3d.guides import load_guide
-from sds3d.objectives import OBJECTIVES
 from sds3d.train import build_session, train_step
 
 TINY = str(Path(__file__).parent / "configs" / "tiny.yaml")
@@ -17,7 +16,7 @@ CPU = torch.device("cpu")
 
 
 def tiny_cfg(model, *overrides):
-    return load_config(TINY, [f"guide.model={model}", "cameras.batch_size=1", *overrides], "a red cube", list(OBJECTIVES))
+    return load_config(TINY, [f"guide.model={model}", "cameras.batch_size=1", *overrides], "a red cube")
 
 
 @pytest.fixture(scope="module")

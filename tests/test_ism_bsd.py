@@ -65,7 +65,7 @@ def test_bsd_gradient_is_alpha_weighted_min_norm_mix():
     null, r = torch.randn(SHAPE, generator=g), torch.randn(SHAPE, generator=g)
     cond = torch.stack([null[0] - 0.02 * null[0] + 0.05 * r[0],  # interior optimum
                         null[1] + 2.0 * null[1] / 15.0])  # c = 2 d: clipped to 0
-    guide = constant_guide(conditions, {"cond": cond, "null": null})
+    guide = constant_guide(conditions, {"cond": cond, "empty": null})
     x = torch.randn(SHAPE, requires_grad=True)
     config = objective_config("bsd", config="bsd")
     assert config.weighting == "alpha" and config.bsd.classifier_weight == 15.0
@@ -102,7 +102,7 @@ def eps_uncond(x_t, t):
 
 
 def ism_guide(conditions):
-    return TableGuide([(conditions.null, eps_null), (conditions.cond, eps_cond), (conditions.uncond, eps_uncond)])
+    return TableGuide([(conditions.empty, eps_null), (conditions.cond, eps_cond), (conditions.negative, eps_uncond)])
 
 
 def ddim(x, eps, a_from, a_to):
@@ -144,11 +144,11 @@ def test_ism_ddim_inverted_trajectory_and_gradient(t_frac, steps, interval, step
     ac = hand_alphas()
     _, noise = redraw(21, t, t, x, batch=1)  # one t for the whole batch, then the noise
     noise = noise + offset * torch.randn(1, SHAPE[1], 1, 1)  # the offset: one draw per channel for the batch
-    # the guide calls: one null prediction per jump start, the null target at s, then (cond, uncond) at t
+    # the guide calls: one null prediction per jump start, the null target at s, then (cond, negative) at t
     assert [int(call[1][0]) for call in guide.calls] == levels + [t]
     assert all(torch.equal(call[1], torch.full((B,), lvl)) for call, lvl in zip(guide.calls, levels + [t]))
     assert [call[2].shape[0] for call in guide.calls] == [1] * len(levels) + [2]
-    assert all(torch.equal(call[2][0], conditions.null) for call in guide.calls[:-1])
+    assert all(torch.equal(call[2][0], conditions.empty) for call in guide.calls[:-1])
 
     x_cur = ac[levels[0]].sqrt() * x.detach() + (1 - ac[levels[0]]).sqrt() * noise  # x_0 noised to the start
     for i, (lo, hi) in enumerate(itertools.pairwise(levels)):

@@ -4,7 +4,6 @@ import json
 
 import pytest
 import torch
-import trimesh
 
 from sds3d import api
 from sds3d.config import shipped_configs

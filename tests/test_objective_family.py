@@ -67,7 +67,7 @@ def test_sjc_gradient_is_eps_hat_minus_noise_with_unit_weight(var_red):
 
     t, noise = redraw(11, 10, 970, x)  # sjc.yaml: t in [0.01, 0.97]
     assert torch.equal(guide.calls[0][1], t)
-    eps_hat = eps["uncond"] + 7.5 * (eps["cond"] - eps["uncond"])
+    eps_hat = eps["negative"] + 7.5 * (eps["cond"] - eps["negative"])
     expected = eps_hat - noise if var_red else eps_hat
     assert torch.allclose(x.grad, expected / B, atol=ATOL)
 
@@ -87,18 +87,24 @@ def test_csd_pure_is_weighted_classifier_direction():
 
     t, _ = redraw(3, 20, 980, x)
     w = per_item(1.0 - hand_alphas()[t])
-    assert torch.allclose(x.grad, w * (eps["cond"] - eps["null"]) / B, atol=ATOL)
+    assert torch.allclose(x.grad, w * (eps["cond"] - eps["empty"]) / B, atol=ATOL)
     assert out.stats["negative_scale"] == 0.0
 
 
-def test_csd_one_guide_call_cond_uncond_null():
+def embeddings_of_the_one_guide_call(objective_cls, config):
+    """The embeddings of the single guide call one step of ``objective_cls`` makes (three of them)."""
     conditions, eps = make_conditions(), known_eps()
     guide = constant_guide(conditions, eps)
-    run(CSD, csd_config(), guide, torch.randn(SHAPE, requires_grad=True), conditions)
+    run(objective_cls, config, guide, torch.randn(SHAPE, requires_grad=True), conditions)
     assert len(guide.calls) == 1
     embeddings = guide.calls[0][2]
     assert embeddings.shape[0] == 3
-    for row, expected in zip(embeddings, (conditions.cond, conditions.uncond, conditions.null)):
+    return conditions, embeddings
+
+
+def test_csd_one_guide_call_cond_uncond_null():
+    conditions, embeddings = embeddings_of_the_one_guide_call(CSD, csd_config())
+    for row, expected in zip(embeddings, (conditions.cond, conditions.negative, conditions.empty)):
         assert torch.equal(row, expected)
 
 
@@ -113,7 +119,7 @@ def test_csd_annealed_negative_schedule(step, beta):
 
     t, _ = redraw(5, 20, 980, x)
     w = per_item(1.0 - hand_alphas()[t])
-    expected = w * ((eps["cond"] - eps["null"]) - beta * (eps["uncond"] - eps["null"]))
+    expected = w * ((eps["cond"] - eps["empty"]) - beta * (eps["negative"] - eps["empty"]))
     assert torch.allclose(x.grad, expected / B, atol=ATOL)
     assert out.stats["negative_scale"] == pytest.approx(-beta)
 
@@ -128,7 +134,7 @@ def test_csd_all_four_scales_and_noise_term():
 
     t, noise = redraw(8, 20, 980, x)
     w = per_item(1.0 - hand_alphas()[t])
-    expected = w * (2.0 * eps["cond"] - 0.5 * eps["uncond"] - 1.25 * eps["null"] - 0.75 * noise)
+    expected = w * (2.0 * eps["cond"] - 0.5 * eps["negative"] - 1.25 * eps["empty"] - 0.75 * noise)
     assert torch.allclose(x.grad, expected / B, atol=ATOL)
 
 
@@ -140,7 +146,7 @@ def test_csd_grad_normalize_gives_unit_norm_in_the_classifier_direction():
 
     g = x.grad * B
     assert g.norm().item() == pytest.approx(1.0, abs=1e-6)
-    direction = eps["cond"] - eps["null"]
+    direction = eps["cond"] - eps["empty"]
     assert torch.allclose(g, direction / direction.norm(), atol=ATOL)
 
 
@@ -155,9 +161,9 @@ def nfsd_expected(eps, t, scale, switch_t=200):
     """Per item: delta_D = eps_0 if t < 200 else eps_0 - eps_neg; g = w (delta_D + s (eps_y - eps_0))."""
     rows = []
     for i, ti in enumerate(t.tolist()):
-        domain = eps["null"][i] if ti < switch_t else eps["null"][i] - eps["uncond"][i]
+        domain = eps["empty"][i] if ti < switch_t else eps["empty"][i] - eps["negative"][i]
         w = 1.0 - hand_alphas()[ti]
-        rows.append(w * (domain + scale * (eps["cond"][i] - eps["null"][i])))
+        rows.append(w * (domain + scale * (eps["cond"][i] - eps["empty"][i])))
     return torch.stack(rows)
 
 
@@ -165,7 +171,7 @@ def test_nfsd_domain_term_switches_per_batch_item():
     batch = 8
     conditions = make_conditions(batch)
     g = torch.Generator().manual_seed(1)
-    eps = {k: torch.randn(batch, *SHAPE[1:], generator=g) for k in ("cond", "uncond", "null")}
+    eps = {k: torch.randn(batch, *SHAPE[1:], generator=g) for k in ("cond", "negative", "empty")}
     guide = constant_guide(conditions, eps)
     x = torch.randn(batch, *SHAPE[1:], requires_grad=True)
     run(NFSD, nfsd_config("objective.t_min=0.15", "objective.t_max=0.25"), guide, x, conditions, seed=2)
@@ -186,8 +192,8 @@ def test_nfsd_switch_boundary(t_frac, small):
     t = guide.calls[0][1]
     assert torch.equal(t, torch.full((B,), 199 if small else 200))
     w = per_item(1.0 - hand_alphas()[t])
-    domain = eps["null"] if small else eps["null"] - eps["uncond"]
-    assert torch.allclose(x.grad, w * (domain + 7.5 * (eps["cond"] - eps["null"])) / B, atol=ATOL)
+    domain = eps["empty"] if small else eps["empty"] - eps["negative"]
+    assert torch.allclose(x.grad, w * (domain + 7.5 * (eps["cond"] - eps["empty"])) / B, atol=ATOL)
 
 
 def test_nfsd_switch_and_guidance_scale_from_config():
@@ -198,14 +204,9 @@ def test_nfsd_switch_and_guidance_scale_from_config():
                          "objective.t_min=0.3", "objective.t_max=0.3")
     run(NFSD, config, guide, x, conditions, step=5)  # s = 2; t = 300 < 500: the small-t branch
     w = 1.0 - hand_alphas()[300]
-    assert torch.allclose(x.grad, w * (eps["null"] + 2.0 * (eps["cond"] - eps["null"])) / B, atol=ATOL)
+    assert torch.allclose(x.grad, w * (eps["empty"] + 2.0 * (eps["cond"] - eps["empty"])) / B, atol=ATOL)
 
 
 def test_nfsd_exactly_three_conditions_in_one_call():
-    conditions, eps = make_conditions(), known_eps()
-    guide = constant_guide(conditions, eps)
-    run(NFSD, nfsd_config(), guide, torch.randn(SHAPE, requires_grad=True), conditions)
-    assert len(guide.calls) == 1
-    embeddings = guide.calls[0][2]
-    assert embeddings.shape[0] == 3
-    assert {float(e[0, 0, 0]) for e in embeddings} == {1.0, 0.0, -1.0}  # cond, null, uncond
+    _, embeddings = embeddings_of_the_one_guide_call(NFSD, nfsd_config())
+    assert {float(e[0, 0, 0]) for e in embeddings} == {1.0, 0.0, -1.0}  # cond, null, negative

@@ -10,7 +10,7 @@ import torch
 from sds3d.config import load_config
 from sds3d.guides.prompts import Conditions
 from sds3d.objectives import OBJECTIVES, build_objective, describe
-from sds3d.objectives.base import cfg, inject, weight
+from sds3d.objectives.base import classifier_free_guidance, inject, weight
 from sds3d.objectives.sds import SDS
 from sds3d.objectives.timesteps import sample_t
 
@@ -20,7 +20,7 @@ L, D = 5, 6
 
 
 def objective_config(*overrides: str, name: str = "sds"):
-    return load_config(prompt="x", overrides=[f"objective.name={name}", *overrides], objective_names=list(OBJECTIVES)).objective
+    return load_config(prompt="x", overrides=[f"objective.name={name}", *overrides]).objective
 
 
 def hand_alphas() -> torch.Tensor:
@@ -29,13 +29,13 @@ def hand_alphas() -> torch.Tensor:
 
 
 class FakeGuide:
-    """predict_noise returns eps_cond for the cond embedding and eps_uncond for the uncond one,
+    """predict_noise returns eps_cond for the cond embedding and eps_uncond for the negative one,
     recognised by content, and records every call."""
 
     def __init__(self, eps_cond: torch.Tensor, eps_uncond: torch.Tensor, conditions: Conditions):
         self.alphas_cumprod = hand_alphas()
         self.device = torch.device("cpu")
-        self.eps = [(conditions.cond, eps_cond), (conditions.uncond, eps_uncond)]
+        self.eps = [(conditions.cond, eps_cond), (conditions.negative, eps_uncond)]
         self.calls = []
 
     def predict_noise(self, x_t, t, embeddings):
@@ -62,8 +62,8 @@ class DenoisingFakeGuide:
 
 def make_conditions() -> Conditions:
     cond = torch.full((B, L, D), 1.0)
-    uncond = torch.full((B, L, D), -1.0)
-    return Conditions(cond=cond, uncond=uncond, null=torch.zeros(B, L, D), plain=torch.full((B, L, D), 2.0),
+    negative = torch.full((B, L, D), -1.0)
+    return Conditions(cond=cond, negative=negative, empty=torch.zeros(B, L, D), no_view=torch.full((B, L, D), 2.0),
                       camera=torch.zeros(B, 16), labels=["front"] * B)
 
 
@@ -81,9 +81,9 @@ def test_cfg_is_standard_diffusers_form():
     eps_c = torch.tensor([3.0, 0.0, 0.5])
     # eps_u + 7.5 * (eps_c - eps_u), by hand
     expected = torch.tensor([1.0 + 7.5 * 2.0, -2.0 + 7.5 * 2.0, 0.5])
-    assert torch.allclose(cfg(eps_u, eps_c, 7.5), expected)
-    assert torch.equal(cfg(eps_u, eps_c, 1.0), eps_c)
-    assert torch.equal(cfg(eps_u, eps_c, 0.0), eps_u)
+    assert torch.allclose(classifier_free_guidance(eps_u, eps_c, 7.5), expected)
+    assert torch.equal(classifier_free_guidance(eps_u, eps_c, 1.0), eps_c)
+    assert torch.equal(classifier_free_guidance(eps_u, eps_c, 0.0), eps_u)
 
 
 @pytest.mark.parametrize(
@@ -186,7 +186,7 @@ def test_sds_one_batched_call_cond_then_uncond():
     x_t, t, embeddings = guide.calls[0]
     assert embeddings.shape == (2, B, L, D)
     assert torch.equal(embeddings[0], conditions.cond)
-    assert torch.equal(embeddings[1], conditions.uncond)
+    assert torch.equal(embeddings[1], conditions.negative)
     assert x_t.shape == x.shape and t.shape == (B,)
 
 

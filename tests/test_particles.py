@@ -9,7 +9,6 @@ import trimesh
 from sds3d import api
 from sds3d.config import load_config
 from sds3d.errors import ConfigError
-from sds3d.objectives import OBJECTIVES
 from sds3d.train import build_session, particles, train_step
 
 TINY = str(Path(__file__).parent / "configs" / "tiny.yaml")
@@ -17,7 +16,7 @@ TINY = str(Path(__file__).parent / "configs" / "tiny.yaml")
 
 def config(tiny_sd_dir, *overrides):
     return load_config(TINY, [f"guide.model={tiny_sd_dir}", "objective.name=vsd", "scene.particles=3", *overrides],
-                       "a hamburger", objective_names=list(OBJECTIVES))
+                       "a hamburger")
 
 
 def snapshot(session):

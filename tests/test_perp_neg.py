@@ -106,13 +106,13 @@ def test_direction_with_negatives_by_hand():
     conditions = fake_conditions(perp_neg_weights=weights)
     eps = known_eps()
     eps["perp_neg"] = torch.stack([eps["neg0"], eps["neg1"]])
-    delta_pos = eps["cond"] - eps["uncond"]
+    delta_pos = eps["cond"] - eps["negative"]
     expected = delta_pos.clone()
     for i, name in enumerate(("neg0", "neg1")):
-        expected += per_item(weights[i]) * hand_perp(eps[name] - eps["uncond"], delta_pos)
-    assert torch.allclose(direction(eps, "uncond", conditions), expected, atol=ATOL)
+        expected += per_item(weights[i]) * hand_perp(eps[name] - eps["negative"], delta_pos)
+    assert torch.allclose(direction(eps, "negative", conditions), expected, atol=ATOL)
     # without negatives: the plain CFG direction
-    assert torch.equal(direction(eps, "uncond", fake_conditions()), delta_pos)
+    assert torch.equal(direction(eps, "negative", fake_conditions()), delta_pos)
 
 
 def test_sds_with_perp_neg_one_call_four_conditions_and_exact_gradient():
@@ -126,14 +126,14 @@ def test_sds_with_perp_neg_one_call_four_conditions_and_exact_gradient():
     assert len(guide.calls) == 1
     embeddings = guide.calls[0][2]
     assert embeddings.shape[0] == 4
-    for row, expected in zip(embeddings, (conditions.cond, conditions.uncond, *conditions.perp_neg.embeddings)):
+    for row, expected in zip(embeddings, (conditions.cond, conditions.negative, *conditions.perp_neg.embeddings)):
         assert torch.equal(row, expected)
     t, noise = redraw(4, 20, 980, x)
-    delta_pos = eps["cond"] - eps["uncond"]
-    delta = delta_pos + sum(per_item(weights[i]) * hand_perp(eps[n] - eps["uncond"], delta_pos)
+    delta_pos = eps["cond"] - eps["negative"]
+    delta = delta_pos + sum(per_item(weights[i]) * hand_perp(eps[n] - eps["negative"], delta_pos)
                             for i, n in enumerate(("neg0", "neg1")))
     w = per_item(1.0 - hand_alphas()[t])
-    assert torch.allclose(x.grad, w * (eps["uncond"] + 7.5 * delta - noise) / B, atol=ATOL)
+    assert torch.allclose(x.grad, w * (eps["negative"] + 7.5 * delta - noise) / B, atol=ATOL)
 
 
 # ---------------------------------------------------------------- PromptSet
@@ -174,8 +174,8 @@ def test_prompt_set_perp_neg_conditions():
     # by hand at 45 degrees: half front, half side
     assert torch.allclose(conditions.cond[1], 0.5 * view["front"] + 0.5 * view["side"], atol=ATOL)
     assert torch.equal(conditions.cond[4], view["overhead"])
-    assert torch.equal(conditions.uncond, guide.table[""].expand(5, L, D))
-    assert torch.equal(conditions.plain, guide.table["a cat"].expand(5, L, D))
+    assert torch.equal(conditions.negative, guide.table[""].expand(5, L, D))
+    assert torch.equal(conditions.no_view, guide.table["a cat"].expand(5, L, D))
 
 
 def test_prompt_set_without_perp_neg_has_none():

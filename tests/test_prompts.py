@@ -83,16 +83,16 @@ def test_uncond_is_empty_prompt_without_negative():
     guide = FakeGuide()
     conditions = PromptSet(guide, prompt_config()).conditions(four_cameras())
     empty = guide.table[""].expand(4, L, D)
-    assert torch.equal(conditions.uncond, empty)
-    assert torch.equal(conditions.null, empty)
+    assert torch.equal(conditions.negative, empty)
+    assert torch.equal(conditions.empty, empty)
 
 
 def test_uncond_is_negative_prompt_when_set():
     guide = FakeGuide()
     conditions = PromptSet(guide, prompt_config("prompt.negative=blurry")).conditions(four_cameras())
-    assert conditions.uncond.shape == (4, L, D)
-    assert torch.equal(conditions.uncond, guide.table["blurry"].expand(4, L, D))
-    assert torch.equal(conditions.null, guide.table[""].expand(4, L, D))
+    assert conditions.negative.shape == (4, L, D)
+    assert torch.equal(conditions.negative, guide.table["blurry"].expand(4, L, D))
+    assert torch.equal(conditions.empty, guide.table[""].expand(4, L, D))
     assert not torch.equal(guide.table["blurry"], guide.table[""])
 
 

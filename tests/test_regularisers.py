@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from sds3d.config import load_config
-from sds3d.render.volume import RenderOutput
+from sds3d.render.output import RenderOutput
 from sds3d.train import regularisers
 
 

@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from sds3d.cameras import make_cameras
 from sds3d.render.background import Background
 from sds3d.render.shading import light_directions, pick_shading, shade
-from sds3d.render.volume import (RenderOutput, VolumeRenderer, ray_box_bounds, sample_pdf,
-                                 weights_from_density)
+from sds3d.render.output import RenderOutput
+from sds3d.render.volume import VolumeRenderer, ray_box_bounds, sample_pdf, weights_from_density
 
 BG = (0.2, 0.4, 0.6)
 

@@ -91,7 +91,7 @@ def region_conditions(semantic: torch.Tensor):
 
 
 def fake_guide(conditions, eps):
-    rows = {"cond": conditions.cond, "uncond": conditions.uncond, "null": conditions.null,
+    rows = {"cond": conditions.cond, "negative": conditions.negative, "empty": conditions.empty,
             "region0": conditions.regions.cond[0], "region1": conditions.regions.cond[1]}
     return TableGuide([(rows[name], constant(value)) for name, value in eps.items()])
 
@@ -102,7 +102,7 @@ def semantic_config(base: str, *overrides: str):
 
 def test_sds_base_merges_by_masks_as_the_spec_formula():
     conditions = region_conditions(column_map())
-    eps = known_eps(names=("cond", "uncond", "region0", "region1"))
+    eps = known_eps(names=("cond", "negative", "region0", "region1"))
     guide = fake_guide(conditions, eps)
     x = torch.randn(SHAPE, requires_grad=True)
     config = semantic_config("sds", "objective.guidance_scale=7.5", "objective.semantic.dilation=1",
@@ -111,7 +111,7 @@ def test_sds_base_merges_by_masks_as_the_spec_formula():
 
     t, noise = redraw(4, 20, 980, x)
     w = per_item(1.0 - hand_alphas()[t])
-    g = {k: w * (eps["uncond"] + 7.5 * (eps[k] - eps["uncond"]) - noise) for k in ("region0", "region1", "cond")}
+    g = {k: w * (eps["negative"] + 7.5 * (eps[k] - eps["negative"]) - noise) for k in ("region0", "region1", "cond")}
     masks = region_masks(column_map(), (3, 3), 1)
     expected = (masks[0] * g["region0"] + masks[1] * g["region1"]) / 2 + 0.3 * g["cond"]
     assert torch.allclose(x.grad * B, expected, atol=ATOL)
@@ -121,7 +121,7 @@ def test_sds_base_merges_by_masks_as_the_spec_formula():
 def test_every_base_merges_its_own_per_region_gradients(base):
     """(1/K) sum_k M~_k g_base(y_k) + lambda g_base(y), each g_base from the base objective alone (same t, eps)."""
     conditions = region_conditions(column_map())
-    eps = known_eps(names=("cond", "uncond", "null", "region0", "region1"))
+    eps = known_eps(names=("cond", "negative", "empty", "region0", "region1"))
     x = torch.randn(SHAPE, requires_grad=True)
     run(SemanticSDS, semantic_config(base), fake_guide(conditions, eps), x, conditions, seed=9)
 
@@ -137,22 +137,22 @@ def test_every_base_merges_its_own_per_region_gradients(base):
 
 def test_all_sub_prompts_share_one_guide_call_one_t_and_one_noise():
     conditions = region_conditions(column_map())
-    guide = fake_guide(conditions, known_eps(names=("cond", "uncond", "region0", "region1")))
+    guide = fake_guide(conditions, known_eps(names=("cond", "negative", "region0", "region1")))
     run(SemanticSDS, semantic_config("sds"), guide, torch.randn(SHAPE, requires_grad=True), conditions)
     assert len(guide.calls) == 1
     embeddings = guide.calls[0][2]
-    expected = (conditions.cond, conditions.uncond, *conditions.regions.cond)
+    expected = (conditions.cond, conditions.negative, *conditions.regions.cond)
     assert embeddings.shape[0] == 4 and all(torch.equal(e, r) for e, r in zip(embeddings, expected))
 
 
 def test_without_a_region_map_only_the_global_term_remains():
     """K = 0 (no layout, as in the 2D playground): g = lambda g_base(y)."""
-    conditions, eps = make_conditions(), known_eps(names=("cond", "uncond"))
+    conditions, eps = make_conditions(), known_eps(names=("cond", "negative"))
     guide = fake_guide(region_conditions(column_map()), eps)
     x = torch.randn(SHAPE, requires_grad=True)
     run(SemanticSDS, semantic_config("sds", "objective.guidance_scale=20", "objective.semantic.global_weight=0.25"), guide, x, conditions, seed=2)
     t, noise = redraw(2, 20, 980, x)
-    expected = 0.25 * per_item(1.0 - hand_alphas()[t]) * (eps["uncond"] + 20.0 * (eps["cond"] - eps["uncond"]) - noise)
+    expected = 0.25 * per_item(1.0 - hand_alphas()[t]) * (eps["negative"] + 20.0 * (eps["cond"] - eps["negative"]) - noise)
     assert torch.allclose(x.grad * B, expected, atol=1e-4)
 
 

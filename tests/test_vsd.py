@@ -15,7 +15,6 @@ from sds3d.config import load_config
 from sds3d.errors import ConfigError
 from sds3d.guides.prompts import PromptSet
 from sds3d.guides.stable_diffusion import StableDiffusionGuide
-from sds3d.objectives import OBJECTIVES
 from sds3d.objectives.vsd import VSD, lora_target
 
 CPU = torch.device("cpu")
@@ -39,8 +38,7 @@ def vpred_guide(tiny_sd_vpred_dir):
 
 def run_config(*overrides, prompt="a cat"):
     return load_config(prompt=prompt, overrides=["objective.name=vsd", "objective.guidance_scale=7.5",
-                                                   "objective.weighting=sds", *overrides],
-                       objective_names=list(OBJECTIVES))
+                                                   "objective.weighting=sds", *overrides])
 
 
 def build(guide, *overrides, seed=0):
@@ -151,15 +149,15 @@ def test_prior_prediction_unaffected_by_training_the_lora(guide):
     x_t, t = torch.randn(LATENT), torch.tensor([100, 700])
     cfg = run_config("objective.vsd.lr=0.01")
     embeddings = PromptSet(guide, cfg.prompt).conditions(sample_cameras(cfg.cameras, 8, 8, batch_size=B))
-    stacked = torch.stack([embeddings.cond, embeddings.uncond])
+    stacked = torch.stack([embeddings.cond, embeddings.negative])
     before = guide.predict_noise(x_t, t, stacked)
 
     objective, conditions = build(guide, "objective.vsd.lr=0.01")
-    lora_before = lora_branch_output(objective, guide, x_t, t, conditions.plain, conditions.camera)
+    lora_before = lora_branch_output(objective, guide, x_t, t, conditions.no_view, conditions.camera)
     optimizer = torch.optim.Adam(objective.parameters(), lr=objective.lr)
     for seed in range(3):
         train_step(objective, guide, conditions, optimizer, seed)
-    lora_after = lora_branch_output(objective, guide, x_t, t, conditions.plain, conditions.camera)
+    lora_after = lora_branch_output(objective, guide, x_t, t, conditions.no_view, conditions.camera)
 
     assert (lora_after - lora_before).abs().max() > 1e-3  # the LoRA model did move
     assert torch.allclose(guide.predict_noise(x_t, t, stacked), before, atol=1e-6)  # the prior did not
@@ -227,15 +225,15 @@ def test_vsd_gradient_and_lora_loss_exact(guide, vpred_guide, vpred):
     t2, noise2, keep = torch.randint(0, 1000, (B,)), torch.randn(LATENT), (torch.rand(B) >= 0.5).float()
     a = sd_alphas_cumprod()[t].view(-1, 1, 1, 1)
     x_t = a.sqrt() * x.detach() + (1 - a).sqrt() * noise
-    eps = guide.predict_noise(x_t, t, torch.stack([conditions.cond, conditions.uncond]))
-    raw = lora_branch_output(objective, guide, x_t, t, conditions.plain, conditions.camera)
+    eps = guide.predict_noise(x_t, t, torch.stack([conditions.cond, conditions.negative]))
+    raw = lora_branch_output(objective, guide, x_t, t, conditions.no_view, conditions.camera)
     eps_lora = a.sqrt() * raw + (1 - a).sqrt() * x_t if vpred else raw
     eps_hat = eps[1] + 7.5 * (eps[0] - eps[1])
     assert torch.allclose(x.grad * B, (1 - a) * (eps_hat - eps_lora), atol=1e-5)
 
     a2 = sd_alphas_cumprod()[t2].view(-1, 1, 1, 1)
     raw2 = lora_branch_output(objective, guide, a2.sqrt() * x.detach() + (1 - a2).sqrt() * noise2, t2,
-                              conditions.plain, conditions.camera * keep[:, None])
+                              conditions.no_view, conditions.camera * keep[:, None])
     target = a2.sqrt() * noise2 - (1 - a2).sqrt() * x.detach() if vpred else noise2
     assert result.aux["lora"].item() == pytest.approx(F.mse_loss(raw2, target).item(), rel=1e-5)
 
@@ -258,8 +256,8 @@ def test_state_dict_round_trips_into_a_fresh_vsd(guide, tiny_sd_dir):
         assert torch.equal(value, state[key]), key
     torch.manual_seed(5)
     x_t, t = torch.randn(LATENT), torch.tensor([50, 600])
-    expected = lora_branch_output(objective, guide, x_t, t, conditions.plain, conditions.camera)
-    got = lora_branch_output(fresh, fresh_guide, x_t, t, conditions.plain, conditions.camera)
+    expected = lora_branch_output(objective, guide, x_t, t, conditions.no_view, conditions.camera)
+    got = lora_branch_output(fresh, fresh_guide, x_t, t, conditions.no_view, conditions.camera)
     assert torch.allclose(got, expected, atol=1e-6)
 
 
@@ -299,12 +297,12 @@ def test_on_a_camera_conditioned_guide_the_lora_uses_the_guides_own_camera_embed
     x_t, t = torch.randn(B, 3, 16, 16), torch.tensor([300, 700])
     with torch.no_grad(), objective.lora_branch(guide.unet):
         assert guide.unet.class_embedding is own
-        lora = guide.unet_output(x_t, t, conditions.plain, class_labels=objective.camera(guide, conditions))
+        lora = guide.unet_output(x_t, t, conditions.no_view, class_labels=objective.camera(guide, conditions))
     assert guide.unet.class_embedding is own
     # lora_B starts at zero: the LoRA model starts equal to the frozen guide from the same cameras.
-    frozen = guide.predict_noise(x_t, t, conditions.plain[None], cameras=conditions.cameras)[0]
+    frozen = guide.predict_noise(x_t, t, conditions.no_view[None], cameras=conditions.cameras)[0]
     torch.testing.assert_close(lora, frozen)
-    assert not torch.allclose(frozen, guide.predict_noise(x_t, t, conditions.plain[None])[0])
+    assert not torch.allclose(frozen, guide.predict_noise(x_t, t, conditions.no_view[None])[0])
     loss = objective(guide, torch.randn(B, 3, 16, 16, requires_grad=True), conditions, 0).aux["lora"]
     loss.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in objective.lora)
@@ -315,5 +313,5 @@ def test_the_lora_model_starts_equal_to_the_frozen_guide(guide):
     objective, conditions = build(guide)
     x_t, t = torch.randn(LATENT), torch.tensor([300, 700])
     with torch.no_grad(), objective.lora_branch(guide.unet):
-        lora = guide.unet_output(x_t, t, conditions.plain, class_labels=objective.camera(guide, conditions))
-    torch.testing.assert_close(lora, guide.predict_noise(x_t, t, conditions.plain[None])[0])
+        lora = guide.unet_output(x_t, t, conditions.no_view, class_labels=objective.camera(guide, conditions))
+    torch.testing.assert_close(lora, guide.predict_noise(x_t, t, conditions.no_view[None])[0])

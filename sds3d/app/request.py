@@ -11,7 +11,6 @@ from omegaconf import DictConfig
 from sds3d.config import load_config, shipped_configs
 from sds3d.errors import ConfigError, Sds3dError
 from sds3d.guides.base import check_prompt_words
-from sds3d.objectives import OBJECTIVES
 
 # What one page request may ask for: the page is shared, the command line has no such limits.
 MAX_PROMPT_CHARS = 300
@@ -46,7 +45,7 @@ def config_choices(extra: Sequence[Path] = ()) -> List[Tuple[str, str]]:
 
 
 def knob_defaults(config: str) -> Knobs:
-    cfg = load_config(config, prompt="(any prompt)", objective_names=list(OBJECTIVES))
+    cfg = load_config(config, prompt="(any prompt)")
     scale = cfg.objective.guidance_scale
     return Knobs(cfg.objective.name, cfg.train.steps, scale if isinstance(scale, (int, float)) else None, cfg.seed)
 
@@ -76,7 +75,7 @@ def build_request(prompt: Optional[str], config: str, knobs: Knobs, out_dir: Pat
     if len(prompt) > MAX_PROMPT_CHARS:
         raise ConfigError(f"the prompt is {len(prompt)} characters long; the page takes at most {MAX_PROMPT_CHARS}",
                           hint="shorten it, or run it from the command line")
-    cfg = load_config(config, overrides, prompt, objective_names=list(OBJECTIVES))
+    cfg = load_config(config, overrides, prompt)
     if cfg.train.steps > MAX_STEPS:
         raise ConfigError(f"{cfg.train.steps} steps is more than the page runs ({MAX_STEPS})",
                           hint="lower Steps, or run it from the command line: sds3d run ... train.steps=N")

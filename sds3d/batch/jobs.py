@@ -17,7 +17,6 @@ from sds3d.config import load_config
 from sds3d.errors import ConfigError
 from sds3d.files import read_text, yaml_error
 from sds3d.guides.base import check_prompt_words
-from sds3d.objectives import OBJECTIVES
 
 ENTRY_KEYS = ("prompt", "config", "overrides", "seed")
 LIST_SUFFIXES = (".yaml", ".yml", ".json")
@@ -99,7 +98,7 @@ def _job(path: Path, number: int, where: str, entry: dict, config: Optional[str]
     overrides = (*overrides, *_entry_overrides(path, where, entry.get("overrides", [])), *seed_override)
     job = Job(number, prompt.strip(), _portable(entry_config), overrides)
     try:
-        cfg = load_config(job.config, job.overrides, job.prompt, objective_names=list(OBJECTIVES))
+        cfg = load_config(job.config, job.overrides, job.prompt)
         check_prompt_words(cfg.guide.model, job.prompt)
     except ConfigError as exc:
         raise ConfigError(f"{path}, {where} ({job.prompt!r}): {exc}", hint=exc.hint) from exc

@@ -18,9 +18,9 @@ from typing import Dict, List, Optional, Sequence
 import torch
 
 from sds3d.config import load_config
-from sds3d.objectives import OBJECTIVES
+from sds3d.device import pick_device
 from sds3d.timing import PartTimer
-from sds3d.train import build_session, memory_mb, pick_device, train_step
+from sds3d.train import build_session, memory_mb, train_step
 
 PARTS = ("render", "encode", "objective", "backward", "optimiser")
 
@@ -68,7 +68,7 @@ def guide_floor(predict, calls: Sequence[tuple], repeats: int, timer: PartTimer)
 def bench_speed(config: Optional[str] = None, overrides: Sequence[str] = (), steps: int = 10, warmup: int = 3,
                 start_step: int = 0, random_weights: bool = False, prompt: str = "a red cube") -> Dict:
     """Times ``steps`` train steps of the config (see the module docstring); returns the measurements."""
-    cfg = load_config(config, overrides, prompt, objective_names=list(OBJECTIVES))
+    cfg = load_config(config, overrides, prompt)
     device = pick_device(cfg.device)
     guide = None
     if random_weights:

@@ -40,9 +40,9 @@ class Conditions:
     """The embeddings one step needs, each [B, L, D] with one row per view in the batch."""
 
     cond: torch.Tensor  # the (view-dependent) prompt; with Perp-Neg, interpolated between views by azimuth
-    uncond: torch.Tensor  # what CFG pushes away from: the negative prompt, or "" without one
-    null: torch.Tensor  # always the empty prompt
-    plain: torch.Tensor  # the prompt with no view suffix
+    negative: torch.Tensor  # what CFG pushes away from: the negative prompt, or "" without one
+    empty: torch.Tensor  # always the empty prompt
+    no_view: torch.Tensor  # the prompt with no view suffix
     camera: torch.Tensor  # [B, 16] flattened camera-to-world matrices (VSD's camera condition)
     labels: List[str]  # view label of each row
     perp_neg: Optional[PerpNegatives] = None
@@ -141,9 +141,9 @@ class PromptSet:
         device = cond.device
         return Conditions(
             cond=cond,
-            uncond=self.embeddings[self.negative].expand(batch, -1, -1),
-            null=self.embeddings[""].expand(batch, -1, -1),
-            plain=self.embeddings[cfg.text].expand(batch, -1, -1),
+            negative=self.embeddings[self.negative].expand(batch, -1, -1),
+            empty=self.embeddings[""].expand(batch, -1, -1),
+            no_view=self.embeddings[cfg.text].expand(batch, -1, -1),
             camera=cameras.c2w.reshape(batch, 16).to(device),
             labels=labels,
             perp_neg=perp_neg,

@@ -44,7 +44,7 @@ def add_noise(x: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, alphas_cump
     return a.sqrt() * x + (1.0 - a).sqrt() * noise
 
 
-def cfg(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, scale: float) -> torch.Tensor:
+def classifier_free_guidance(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, scale: float) -> torch.Tensor:
     """Standard (diffusers) classifier-free guidance, the only form in sds3d:
     eps_u + s * (eps_c - eps_u). threestudio's SDS scale s equals s + 1 here."""
     return eps_uncond + scale * (eps_cond - eps_uncond)
@@ -56,7 +56,7 @@ def views(guide, conditions) -> dict:
 
 
 def predict(guide, x_t: torch.Tensor, t: torch.Tensor, conditions, names: Sequence[str]) -> Dict[str, torch.Tensor]:
-    """eps [B, ...] under each named embedding of ``conditions`` (cond, uncond, null, plain), plus
+    """eps [B, ...] under each named embedding of ``conditions`` (cond, negative, empty, no_view), plus
     "perp_neg" [N, B, ...] when the conditions carry Perp-Neg negatives: all in ONE guide call.
 
     With region weights (``conditions.regions.mix`` [K + 1, B, 1, h, w], set by the semantic objective)
@@ -92,8 +92,8 @@ def direction(eps: Dict[str, torch.Tensor], base: str, conditions) -> torch.Tens
 
 
 def guided(eps: Dict[str, torch.Tensor], conditions, scale: float) -> torch.Tensor:
-    """The CFG prediction eps_u + s * direction (plain CFG without Perp-Neg)."""
-    return eps["uncond"] + scale * direction(eps, "uncond", conditions)
+    """The CFG prediction whose conditional side is eps_u + direction (eps(cond) itself without Perp-Neg)."""
+    return classifier_free_guidance(eps["negative"], eps["negative"] + direction(eps, "negative", conditions), scale)
 
 
 def inject(x: torch.Tensor, grad: torch.Tensor, clamp: float = 0.0, normalize: bool = False) -> torch.Tensor:

@@ -23,9 +23,9 @@ class BSD(Objective):
     def forward(self, guide, x: torch.Tensor, conditions, step: int) -> ObjectiveOutput:
         t = self.timesteps(x.shape[0], guide, step)
         noise = torch.randn_like(x)
-        eps = predict(guide, add_noise(x.detach(), noise, t, guide.alphas_cumprod), t, conditions, ("cond", "null"))
-        c = self.config.bsd.classifier_weight * direction(eps, "null", conditions)
-        d = eps["null"]
+        eps = predict(guide, add_noise(x.detach(), noise, t, guide.alphas_cumprod), t, conditions, ("cond", "empty"))
+        c = self.config.bsd.classifier_weight * direction(eps, "empty", conditions)
+        d = eps["empty"]
         a = per_item(min_norm_weight(c, d), x)
         grad = self.weight(guide, t, x) * (a * c + (1.0 - a) * d)
         return self.output(x, grad, t, step, balance=a.mean().item())

@@ -19,8 +19,8 @@ class CSD(Objective):
         scales = {k: schedule(getattr(self.config.csd, f"{k}_scale"), step, self.total_steps) for k in ("cond", "negative", "null", "noise")}
         t = self.timesteps(x.shape[0], guide, step)
         noise = torch.randn_like(x)
-        eps = predict(guide, add_noise(x.detach(), noise, t, guide.alphas_cumprod), t, conditions, ("cond", "uncond", "null"))
+        eps = predict(guide, add_noise(x.detach(), noise, t, guide.alphas_cumprod), t, conditions, ("cond", "negative", "empty"))
         # c eps(y) + u eps("") written as c (eps(y) - eps("")) + (c + u) eps(""), so Perp-Neg can replace the difference.
-        grad = (scales["cond"] * direction(eps, "null", conditions) + (scales["cond"] + scales["null"]) * eps["null"]
-                + scales["negative"] * eps["uncond"] + scales["noise"] * noise)
+        grad = (scales["cond"] * direction(eps, "empty", conditions) + (scales["cond"] + scales["null"]) * eps["empty"]
+                + scales["negative"] * eps["negative"] + scales["noise"] * noise)
         return self.output(x, self.weight(guide, t, x) * grad, t, step, negative_scale=scales["negative"])

@@ -25,7 +25,7 @@ def ddim_move(x: torch.Tensor, eps: torch.Tensor, a_from: torch.Tensor, a_to: to
 
 def null_eps(guide, x: torch.Tensor, t: int, conditions) -> torch.Tensor:
     t_batch = torch.full((x.shape[0],), t, device=x.device)
-    return guide.predict_noise(x, t_batch, conditions.null[None], **views(guide, conditions))[0]
+    return guide.predict_noise(x, t_batch, conditions.empty[None], **views(guide, conditions))[0]
 
 
 class ISM(Objective):
@@ -47,6 +47,6 @@ class ISM(Objective):
         eps_s = null_eps(guide, x_s, s, conditions)
         x_t = ddim_move(x_s, eps_s, ac[s], ac[t])
         t_batch = torch.full((batch,), t, device=x.device)
-        eps = predict(guide, x_t, t_batch, conditions, ("cond", "uncond"))
+        eps = predict(guide, x_t, t_batch, conditions, ("cond", "negative"))
         grad = self.weight(guide, t_batch, x) * (guided(eps, conditions, self.scale(step)) - eps_s)
         return self.output(x, grad, t_batch, step, s=float(s))

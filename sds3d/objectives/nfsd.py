@@ -16,8 +16,8 @@ class NFSD(Objective):
     def forward(self, guide, x: torch.Tensor, conditions, step: int) -> ObjectiveOutput:
         t = self.timesteps(x.shape[0], guide, step)
         noise = torch.randn_like(x)
-        eps = predict(guide, add_noise(x.detach(), noise, t, guide.alphas_cumprod), t, conditions, ("cond", "null", "uncond"))
+        eps = predict(guide, add_noise(x.detach(), noise, t, guide.alphas_cumprod), t, conditions, ("cond", "empty", "negative"))
         small_t = per_item(t < self.config.nfsd.switch * guide.alphas_cumprod.shape[0], x)
-        domain = torch.where(small_t, eps["null"], eps["null"] - eps["uncond"])
-        grad = self.weight(guide, t, x) * (domain + self.scale(step) * direction(eps, "null", conditions))
+        domain = torch.where(small_t, eps["empty"], eps["empty"] - eps["negative"])
+        grad = self.weight(guide, t, x) * (domain + self.scale(step) * direction(eps, "empty", conditions))
         return self.output(x, grad, t, step)

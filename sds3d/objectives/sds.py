@@ -15,7 +15,7 @@ class SDS(Objective):
     def forward(self, guide, x: torch.Tensor, conditions, step: int) -> ObjectiveOutput:
         t = self.timesteps(x.shape[0], guide, step)
         noise = torch.randn_like(x)
-        eps = predict(guide, add_noise(x.detach(), noise, t, guide.alphas_cumprod), t, conditions, ("cond", "uncond"))
+        eps = predict(guide, add_noise(x.detach(), noise, t, guide.alphas_cumprod), t, conditions, ("cond", "negative"))
         grad = self.weight(guide, t, x) * (guided(eps, conditions, self.scale(step)) - self.target(noise))
         return self.output(x, grad, t, step)
 

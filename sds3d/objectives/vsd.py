@@ -10,7 +10,7 @@ the LoRA adapts around it. One UNet serves both: the adapters (and VSD's camera 
 on only for the LoRA branch.
 The LoRA trains online on detached renders with its own t' ~ U{0..T-1} and noise, the camera zeroed
 with probability ``vsd.camera_dropout``, against the model's own target (eps, or v = alpha eps - sigma x),
-at its own learning rate ``vsd.lr``. The LoRA sees the plain prompt (no view suffix) and no CFG.
+at its own learning rate ``vsd.lr``. The LoRA sees the prompt without its view suffix (``no_view``) and no CFG.
 """
 
 from contextlib import contextmanager
@@ -84,9 +84,9 @@ class VSD(Objective):
         batch, x_clean = x.shape[0], x.detach()
         t = self.timesteps(batch, guide, step)
         x_t = add_noise(x_clean, torch.randn_like(x), t, guide.alphas_cumprod)
-        eps = predict(guide, x_t, t, conditions, ("cond", "uncond"))
+        eps = predict(guide, x_t, t, conditions, ("cond", "negative"))
         with torch.no_grad(), self.lora_branch(guide.unet):
-            eps_lora = guide.to_eps(guide.unet_output(x_t, t, conditions.plain, class_labels=self.camera(guide, conditions)), x_t, t)
+            eps_lora = guide.to_eps(guide.unet_output(x_t, t, conditions.no_view, class_labels=self.camera(guide, conditions)), x_t, t)
         grad = self.weight(guide, t, x) * (guided(eps, conditions, self.scale(step)) - eps_lora)
         result = self.output(x, grad, t, step)
         result.aux["lora"] = self.lora_loss(guide, x_clean, conditions)
@@ -99,7 +99,7 @@ class VSD(Objective):
         noise = torch.randn_like(x_clean)
         keep = (torch.rand(batch, device=x_clean.device) >= self.config.vsd.camera_dropout).float()
         with self.lora_branch(guide.unet):
-            out = guide.unet_output(add_noise(x_clean, noise, t, guide.alphas_cumprod), t, conditions.plain,
+            out = guide.unet_output(add_noise(x_clean, noise, t, guide.alphas_cumprod), t, conditions.no_view,
                                     class_labels=self.camera(guide, conditions) * keep[:, None])
         return F.mse_loss(out, lora_target(guide, x_clean, noise, t))
 

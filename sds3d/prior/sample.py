@@ -11,7 +11,7 @@ from diffusers import DDIMScheduler
 
 from sds3d.cameras import Cameras, sample_cameras
 from sds3d.export import write_image
-from sds3d.objectives.base import cfg as guided
+from sds3d.objectives.base import classifier_free_guidance
 from sds3d.world.metrics import score_sample
 from sds3d.world.scenes import HELD_OUT, RELATIONS, pair, sample_scene, single, training_pairs
 
@@ -47,7 +47,7 @@ def sample_images(guide, captions: Sequence[str], steps: int = 50, guidance_scal
     for t in scheduler.timesteps:
         t_batch = torch.full((len(captions),), int(t), device=guide.device, dtype=torch.long)
         eps_cond, eps_null = guide.predict_noise(x, t_batch, torch.stack([cond, null]), **views)
-        x = scheduler.step(guided(eps_null, eps_cond, guidance_scale), int(t), x).prev_sample
+        x = scheduler.step(classifier_free_guidance(eps_null, eps_cond, guidance_scale), int(t), x).prev_sample
     return ((x.cpu() + 1.0) / 2.0).clamp(0.0, 1.0)
 
 

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from sds3d.errors import ConfigError
 from sds3d.render.shading import light_directions, shade
-from sds3d.render.volume import RenderOutput
+from sds3d.render.output import RenderOutput
 
 NEAR = 1e-3  # triangles with a vertex nearer than this (or behind the camera) are not drawn
 RASTERIZERS = ("torch", "nvdiffrast")

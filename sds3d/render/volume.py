@@ -11,27 +11,15 @@ With ``occupancy_grid`` and rays on CUDA, nerfacc's occupancy grid samples them 
 """
 
 import logging
-from dataclasses import dataclass
 from typing import Optional
 
 import torch
 
 from sds3d.render.occupancy import OccupancySampler
+from sds3d.render.output import RenderOutput
 from sds3d.render.shading import light_directions, shade
 
 log = logging.getLogger("sds3d")
-
-
-@dataclass
-class RenderOutput:
-    rgb: torch.Tensor  # [B, H, W, 3] in [0, 1], background composited
-    opacity: torch.Tensor  # [B, H, W, 1]
-    depth: torch.Tensor  # [B, H, W, 1]
-    normal: Optional[torch.Tensor] = None  # [B, H, W, 3] world-space, weighted by opacity
-    orient: Optional[torch.Tensor] = None  # [B, H, W, 1] DreamFusion orientation penalty per pixel
-    semantic: Optional[torch.Tensor] = None  # [B, H, W, K] region codes, where the scene has them
-    # rgb's value with the albedo cut from the graph, so that only the geometry gets its gradient (when asked)
-    rgb_shape_only: Optional[torch.Tensor] = None  # [B, H, W, 3]
 
 
 def ray_box_bounds(origins: torch.Tensor, dirs: torch.Tensor, radius: float):
