@@ -54,8 +54,8 @@ def schedule(value, step: int, total_steps: int) -> float:
     return float(start + frac * (end - start))
 
 
-# The string-valued keys with a closed set of values. Objective names come from the registry
-# (passed in by the caller) so that config never imports the objectives.
+# The string-valued keys with a closed set of values. Objective names come from the schema (a test keeps them
+# equal to the registry's), so that config never imports the objectives.
 CHOICES = {
     "objective.name": OBJECTIVE_NAMES,
     "guide.dtype": ("auto", "fp16", "fp32"),
