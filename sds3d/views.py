@@ -14,6 +14,7 @@ from sds3d.export.asset import mesh_asset, nerf_surface, write_asset
 from sds3d.render.raster import MeshRenderer
 from sds3d.timing import PartTimer
 
+
 def _to_uint8(image: torch.Tensor) -> np.ndarray:
     return (image.clamp(0.0, 1.0) * 255).round().byte().cpu().numpy()
 
