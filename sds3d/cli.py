@@ -12,6 +12,7 @@ from typing import List, Optional, Sequence
 import typer
 
 from sds3d.errors import Sds3dError
+from sds3d.world.scenes import PAIR_PROB
 
 app = typer.Typer(
     add_completion=False,
@@ -237,7 +238,7 @@ def prior_train(
     lr: float = typer.Option(1e-3, help="AdamW learning rate."),
     degrade_prob: float = typer.Option(0.25, help="Chance that an image is degraded (blurred, darkened, ...) and captioned so."),
     camera_dropout: float = typer.Option(0.1, help="Chance that an image's camera is given as unknown."),
-    pair_prob: float = typer.Option(0.4, min=0.0, max=1.0, help="Share of the rendered scenes that are pairs (the rest are singles)."),
+    pair_prob: float = typer.Option(PAIR_PROB, min=0.0, max=1.0, help="Share of the rendered scenes that are pairs (the rest are singles)."),
     init: Optional[Path] = typer.Option(None, help="A prior folder to start from (e.g. the bundled one); ignored on resume."),
 ):
     """Train the prior on world renders; resumable (rerun the same command)."""

@@ -35,23 +35,18 @@ class PerfectDenoiser:
         return eps[None].expand(embeddings.shape[0], *eps.shape)
 
 
-def at_the_truth(name: str, *overrides: str, config: str | None = None):
-    """The guide's only image is the render itself: score-matching objectives have nothing left to ask."""
+def one_image(name: str, *overrides: str, config: str | None = None, image_is_the_render: bool = True):
+    """A guide whose only image is the render itself (score-matching objectives have nothing left to ask), or
+    another image: a guide that cannot tell the prompt from the negative or the empty one."""
     def case(tiny_sd_dir):
         x = torch.randn(SHAPE)
-        return PerfectDenoiser(x), make_conditions(), x, objective_config(name, *overrides, config=config)
-    return case
-
-
-def prompt_blind(name: str, *overrides: str, config: str | None = None):
-    """Every prompt predicts the same (a guide that cannot tell the prompt from the negative or the empty one)."""
-    def case(tiny_sd_dir):
-        return PerfectDenoiser(torch.randn(SHAPE)), make_conditions(), torch.randn(SHAPE), objective_config(name, *overrides, config=config)
+        image = x if image_is_the_render else torch.randn(SHAPE)
+        return PerfectDenoiser(image), make_conditions(), x, objective_config(name, *overrides, config=config)
     return case
 
 
 def semantic_at_the_truth(tiny_sd_dir):
-    guide, conditions, x, _ = at_the_truth("sds")(tiny_sd_dir)
+    guide, conditions, x, _ = one_image("sds")(tiny_sd_dir)
     semantic = torch.zeros(B, 3, 3, 2)
     semantic[:, :, 0, 0], semantic[:, :, 2, 1] = 0.9, 0.8
     regions = Regions(torch.stack([torch.full_like(conditions.cond, 5.0), torch.full_like(conditions.cond, 6.0)]), semantic)
@@ -70,13 +65,13 @@ def vsd_before_the_lora_moves(tiny_sd_dir):
 
 # name -> a case (guide, conditions, x, objective config) at which the objective's gradient is zero
 FIXED_POINTS = {
-    "sds": at_the_truth("sds"),
-    "sjc": at_the_truth("sjc", config="sjc"),
-    "csd": prompt_blind("csd", config="csd"),  # its scales sum to zero at every step of the anneal
-    "ism": at_the_truth("ism", config="ism"),  # the inversion is exact, so eps_hat(x_t) is the path's own eps_s
-    "bsd": prompt_blind("bsd", config="bsd"),  # c = 0, so the min-norm mix takes all of c
+    "sds": one_image("sds"),
+    "sjc": one_image("sjc", config="sjc"),
+    "csd": one_image("csd", config="csd", image_is_the_render=False),  # its scales sum to zero at every step of the anneal
+    "ism": one_image("ism", config="ism"),  # the inversion is exact, so eps_hat(x_t) is the path's own eps_s
+    "bsd": one_image("bsd", config="bsd", image_is_the_render=False),  # c = 0, so the min-norm mix takes all of c
     # NFSD keeps eps("") below the switch (its domain term); above it nothing is left once prompts agree
-    "nfsd": prompt_blind("nfsd", "objective.t_min=0.2", config="nfsd"),
+    "nfsd": one_image("nfsd", "objective.t_min=0.2", config="nfsd", image_is_the_render=False),
     "vsd": vsd_before_the_lora_moves,
     "semantic": semantic_at_the_truth,
 }

@@ -7,11 +7,11 @@ import torch
 
 from sds3d.cameras import camera_features, sample_cameras, view_labels
 from sds3d.world.render import render_scenes
-from sds3d.world.scenes import sample_scene
+from sds3d.world.scenes import PAIR_PROB, sample_scene
 
 
 def render_dataset(count: int, resolution: int, cameras_cfg, seed: int, view_suffix_prob: float = 0.8,
-                   held_out: bool = False, pair_prob: float = 0.4, chunk: int = 128) -> Tuple[torch.Tensor, List[str], torch.Tensor]:
+                   held_out: bool = False, pair_prob: float = PAIR_PROB, chunk: int = 128) -> Tuple[torch.Tensor, List[str], torch.Tensor]:
     """``count`` images (uint8 [N, 3, H, W]), captions and their cameras' ``camera_features`` [N, F],
     deterministic by ``seed``.
 

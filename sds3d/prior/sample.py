@@ -21,7 +21,7 @@ def evaluation_captions(pair_count: int = 25) -> Dict[str, List[str]]:
     training singles (the first five as the first priors were scored on, then drawn with a fixed seed)."""
     singles = [single(s, c).caption for c, s in training_pairs()]
     pool = training_pairs()
-    pairs = [pair(pool[i], RELATIONS[i % 2], pool[(i * 7 + 3) % 25]).caption for i in range(0, 25, 5)]
+    pairs = [pair(pool[i], RELATIONS[i % 2], pool[(i * 7 + 3) % len(pool)]).caption for i in range(0, len(pool), 5)]
     rng = random.Random(0)
     while len(pairs) < pair_count:
         caption = sample_scene(rng, pair_prob=1.0).caption

@@ -22,6 +22,7 @@ from sds3d.config import load_config
 from sds3d.prior.data import render_dataset
 from sds3d.prior.degrade import degrade_batch
 from sds3d.prior.model import MAX_TOKENS, Prior, build_prior
+from sds3d.world.scenes import PAIR_PROB
 
 log = logging.getLogger("sds3d")
 
@@ -32,8 +33,7 @@ def tokenize(tokenizer, captions):
 
 def load_dataset(work_dir: Path, count: int, resolution: int, seed: int, pair_prob: float):
     """Rendered once and cached in the work folder (the renders, not the model, are the slow part to redo)."""
-    pairs = "" if pair_prob == 0.4 else f"-pairs{pair_prob:g}"  # the first priors' cache names hold
-    path = work_dir / f"dataset-{count}-{resolution}-{seed}{pairs}-cameras.pt"
+    path = work_dir / f"dataset-{count}-{resolution}-{seed}-pairs{pair_prob:g}-cameras.pt"
     if path.is_file():
         data = torch.load(path, weights_only=False)
         return data["images"], data["captions"], data["cameras"]
@@ -77,7 +77,7 @@ def warm_start(prior: Prior, folder: Path) -> None:
 def train_prior(out_dir: Path, work_dir: Path, steps: int, batch_size: int = 32, lr: float = 1e-3,
                 dataset_size: int = 12000, resolution: int = 32, seed: int = 0, cond_dropout: float = 0.1,
                 save_every: int = 250, log_every: int = 25, channels=(32, 64, 64), degrade_prob: float = 0.25,
-                camera_dropout: float = 0.1, pair_prob: float = 0.4, init: Path = None) -> Path:
+                camera_dropout: float = 0.1, pair_prob: float = PAIR_PROB, init: Path = None) -> Path:
     """``degrade_prob``: chance that a training image is degraded and captioned so (``degrade.py``);
     ``pair_prob``: share of the rendered scenes that are pairs;
     ``camera_dropout``: chance that its camera is given as unknown (for callers without cameras);

@@ -22,6 +22,7 @@ RELATIONS = ("to the left of", "on top of")
 HELD_OUT = (("green", "cone"), ("blue", "torus"), ("yellow", "cube"), ("purple", "sphere"), ("orange", "cylinder"))
 BACKGROUND = (1.0, 1.0, 1.0)
 SINGLE_SIZE, PAIR_SIZE, PAIR_OFFSET = 0.5, 0.34, 0.42
+PAIR_PROB = 0.4  # share of pairs among the scenes the prior is trained on
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,7 @@ def training_pairs() -> List[Tuple[str, str]]:
     return [(c, s) for c in COLORS for s in SHAPES if (c, s) not in HELD_OUT]
 
 
-def sample_scene(rng: random.Random, pair_prob: float = 0.4, held_out: bool = False) -> Scene:
+def sample_scene(rng: random.Random, pair_prob: float = PAIR_PROB, held_out: bool = False) -> Scene:
     """A random scene; with ``held_out`` every object uses a held-out colour-shape pair."""
     pool = list(HELD_OUT) if held_out else training_pairs()
     if rng.random() >= pair_prob:
