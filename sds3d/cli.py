@@ -1,8 +1,9 @@
-"""`sds3d run | image | batch | refine | export | configs`: parses, calls the API, prints errors as a message and a hint."""
+"""`sds3d run | image | batch | refine | export | configs | keys`: parses, calls the API, prints errors as a message and a hint."""
 
 import contextlib
 import logging
 import os
+import re
 import shlex
 import signal
 import sys
@@ -11,6 +12,7 @@ from typing import List, Optional, Sequence
 
 import typer
 
+from sds3d.config_docs import key_listing, sections
 from sds3d.errors import Sds3dError
 from sds3d.world.scenes import PAIR_PROB
 
@@ -40,7 +42,11 @@ def _options(debug: bool = typer.Option(False, "--debug", help="Show full traceb
     logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, format="%(message)s")
 
 
-@app.command(context_settings={"allow_extra_args": False})
+RUN_EPILOG = "Config sections (`sds3d keys SECTION` lists each key, its default and meaning): " + "; ".join(
+    f"{name}: {re.split(r'[:;,]', doc)[0]}" for name, doc in sections() if doc) + "."
+
+
+@app.command(context_settings={"allow_extra_args": False}, epilog=RUN_EPILOG)
 def run(
     args: Optional[List[str]] = typer.Argument(None, metavar="[PROMPT] [KEY=VALUE]...", show_default=False),
     config: Optional[str] = typer.Option(None, "--config", "-c", help="A YAML file or the name of a shipped config (`sds3d configs`)."),
@@ -56,7 +62,7 @@ def run(
       train.steps=2000, seed=3, objective.name=sds, objective.guidance_scale=50,
       out_dir=my-runs, prompt.negative="blurry".
 
-    configs/base.yaml documents every key. With --resume, overrides such as train.steps=20000 extend the run.
+    `sds3d keys` lists every key (configs/base.yaml holds the same). With --resume, overrides such as train.steps=20000 extend the run.
 
     With --layout (e.g. assets/layouts/cube-left-of-sphere.yaml) the run uses configs/semantic.yaml unless
     --config is given; objective.semantic.base=csd (or nfsd, sjc) picks the per-region objective.
@@ -66,7 +72,8 @@ def run(
     prompt, overrides = split_args(args, "run")
     if resume is not None:
         if prompt is not None or config or layout:
-            raise Sds3dError("--resume continues a run with its saved config", hint="drop the prompt, --config and --layout; key=value overrides are allowed")
+            raise Sds3dError("--resume continues a run with its saved config",
+                             hint="drop the prompt, --config and --layout; key=value overrides are allowed")
         result = api.resume(resume, overrides)
     else:
         result = api.generate(prompt, config, overrides, layout=layout)
@@ -121,11 +128,13 @@ def split_args(args: Optional[List[str]], command: str):
 
 @app.command(context_settings={"allow_extra_args": False})
 def batch(
-    prompts_file: Path = typer.Argument(..., help="A text file, one prompt a line (blank lines and # comments skipped), or a YAML/JSON list of entries."),
+    prompts_file: Path = typer.Argument(..., help="A text file, one prompt a line (blank lines and # comments skipped), "
+                                        "or a YAML/JSON list of entries."),
     overrides: Optional[List[str]] = typer.Argument(None, metavar="[KEY=VALUE]...", show_default=False),
     config: Optional[str] = typer.Option(None, "--config", "-c", help="A YAML file or the name of a shipped config, for every job."),
     workers: Optional[int] = typer.Option(None, "--workers", "-w", min=1, help="Jobs at once (default: one per GPU; 1 without a GPU)."),
-    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Run on an existing Ray cluster (auto, HOST:6379, ray://HOST:10001): one GPU per job."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Run on an existing Ray cluster (auto, HOST:6379, "
+                                               "ray://HOST:10001): one GPU per job."),
     retries: int = typer.Option(2, "--retries", min=0, help="Further attempts for a job that fails, before it is marked failed."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="The batch folder (default: <out_dir>/batch-<file name>)."),
 ):
@@ -155,7 +164,8 @@ def batch(
 def refine(
     run_dir: Path = typer.Argument(..., help="A finished run folder made by `sds3d run`."),
     overrides: Optional[List[str]] = typer.Argument(None, metavar="[KEY=VALUE]...", show_default=False),
-    config: Optional[str] = typer.Option(None, "--config", "-c", help="A YAML file or shipped config whose refine: section replaces the run's (default: the run's own, base.yaml's defaults)."),
+    config: Optional[str] = typer.Option(None, "--config", "-c", help="A YAML file or shipped config whose refine: section replaces "
+                                          "the run's (default: the run's own, base.yaml's defaults)."),
     resume: bool = typer.Option(False, "--resume", help="Continue RUN_DIR/refine from its last checkpoint."),
 ):
     """The mesh stage: refine a run's mesh and texture, write RUN_DIR/refine/mesh.glb.
@@ -181,7 +191,8 @@ def export(
     run_dir: Path = typer.Argument(..., help="A run folder made by `sds3d run`."),
     format: List[str] = typer.Option(["glb"], "--format", "-f", help="glb, obj or ply; repeat for several."),
     resolution: Optional[int] = typer.Option(None, "--resolution", "-r", help="Marching-cubes grid per side (default: the run's)."),
-    texture: Optional[bool] = typer.Option(None, "--texture/--vertex-colors", help="Bake a texture into glb/obj, or colour the vertices (default: the run's export.texture)."),
+    texture: Optional[bool] = typer.Option(None, "--texture/--vertex-colors", help="Bake a texture into glb/obj, or colour the vertices "
+                                               "(default: the run's export.texture)."),
     overrides: Optional[List[str]] = typer.Argument(None, metavar="[KEY=VALUE]...", show_default=False),
 ):
     """Re-export meshes from a run's checkpoint; export.* keys (texture_resolution, max_faces, ...) may be overridden."""
@@ -207,12 +218,23 @@ def configs():
         typer.echo(f"  {name:<20} {describe(name)}")
 
 
+@app.command()
+def keys(prefix: str = typer.Argument("", help="A section (objective.csd) or key (train.steps); empty for all.")):
+    """List config keys with their defaults and meanings, from the schema (sds3d/config_schema.py)."""
+    lines = key_listing(prefix)
+    if not lines:
+        raise Sds3dError(f"no config key or section '{prefix}'",
+                         hint=f"sections: {', '.join(name for name, _ in sections())}")
+    typer.echo("\n".join(lines))
+
+
 @app.command("app")
 def web_app(
     port: int = typer.Option(7860, "--port", "-p", help="Port to serve on."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0 exposes it to the network)."),
     outputs: Path = typer.Option(Path("outputs"), "--outputs", "-o", help="Runs go here; the gallery shows every run in it."),
-    configs: Optional[List[Path]] = typer.Option(None, "--configs", "-c", help="Extra YAML configs (files or folders) to offer; repeat for several."),
+    configs: Optional[List[Path]] = typer.Option(None, "--configs", "-c", help="Extra YAML configs (files or folders) to offer; "
+                                                   "repeat for several."),
 ):
     """A local web page: prompt, config, objective and knobs, live progress, a 3D view of the result, past runs.
 
@@ -238,7 +260,8 @@ def prior_train(
     lr: float = typer.Option(1e-3, help="AdamW learning rate."),
     degrade_prob: float = typer.Option(0.25, help="Chance that an image is degraded (blurred, darkened, ...) and captioned so."),
     camera_dropout: float = typer.Option(0.1, help="Chance that an image's camera is given as unknown."),
-    pair_prob: float = typer.Option(PAIR_PROB, min=0.0, max=1.0, help="Share of the rendered scenes that are pairs (the rest are singles)."),
+    pair_prob: float = typer.Option(PAIR_PROB, min=0.0, max=1.0,
+                                    help="Share of the rendered scenes that are pairs (the rest are singles)."),
     init: Optional[Path] = typer.Option(None, help="A prior folder to start from (e.g. the bundled one); ignored on resume."),
 ):
     """Train the prior on world renders; resumable (rerun the same command)."""
@@ -294,11 +317,14 @@ def _check_bench_inputs(methods: Sequence[str], captions: Sequence[str]) -> None
 @bench_app.command("quality")
 def bench_quality(
     overrides: Optional[List[str]] = typer.Argument(None, metavar="[KEY=VALUE]...", show_default=False),
-    method: Optional[List[str]] = typer.Option(None, "--method", "-m", help="A method config (name or YAML); repeat for several (default: all shipped methods on the bundled prior)."),
+    method: Optional[List[str]] = typer.Option(None, "--method", "-m", help="A method config (name or YAML); repeat for several "
+                                                 "(default: all shipped methods on the bundled prior)."),
     prompt_set: Optional[List[str]] = typer.Option(None, "--set", help="single, pair, held-out, compositional (default: all)."),
-    prompt: Optional[List[str]] = typer.Option(None, "--prompt", "-p", help="World captions to run instead of the sets; repeat for several."),
+    prompt: Optional[List[str]] = typer.Option(None, "--prompt", "-p", help="World captions to run instead of the sets; "
+                                                 "repeat for several."),
     out: Path = typer.Option(Path("bench-quality"), help="Run folders, quality.json and quality.png go here."),
-    refine: bool = typer.Option(False, "--refine", help="Also run the mesh stage on each run; score its renders against the ground truth and the NeRF (PSNR, IoU)."),
+    refine: bool = typer.Option(False, "--refine", help="Also run the mesh stage on each run; score its renders against "
+                                "the ground truth and the NeRF (PSNR, IoU)."),
     readme: Optional[Path] = typer.Option(None, help="Also write the table and picture into this README's bench-quality block."),
 ):
     """Run the world prompt set through each method; print IoU, colour error, steps and time."""
@@ -339,7 +365,8 @@ def _write_report(readme: Path, rows, pictures) -> None:
 @bench_app.command("gradients")
 def bench_gradients(
     overrides: Optional[List[str]] = typer.Argument(None, metavar="[KEY=VALUE]...", show_default=False),
-    method: Optional[List[str]] = typer.Option(None, "--method", "-m", help="A method config (name or YAML); repeat for several (default: every shipped single-object method)."),
+    method: Optional[List[str]] = typer.Option(None, "--method", "-m", help="A method config (name or YAML); repeat for several "
+                                                 "(default: every shipped single-object method)."),
     prompt: str = typer.Option("a red cube", "--prompt", "-p", help="The world caption whose ground truth is rendered."),
     draws: int = typer.Option(8, min=1, help="Steps measured, spread evenly over the run."),
 ):
@@ -354,7 +381,8 @@ def bench_gradients(
 def bench_speed(
     overrides: Optional[List[str]] = typer.Argument(None, metavar="[KEY=VALUE]...", show_default=False),
     config: Optional[str] = typer.Option(None, "--config", "-c", help="A YAML file or the name of a shipped config (default: base)."),
-    random_weights: bool = typer.Option(False, "--random-weights", help="Build the guide from its architecture config with random weights (no download; prompts as random embeddings)."),
+    random_weights: bool = typer.Option(False, "--random-weights", help="Build the guide from its architecture config with random "
+                                        "weights (no download; prompts as random embeddings)."),
     steps: int = typer.Option(10, min=1, help="Steps timed (twice: once plain for steps/s, once part by part)."),
     warmup: int = typer.Option(3, min=0, help="Untimed steps first."),
     start_step: int = typer.Option(0, min=0, help="Global step of the first warm-up step (schedules such as shading follow it)."),

@@ -1,8 +1,8 @@
 """Typed run configuration: YAML files over the schema (config_schema.py), dotted overrides, validation, schedules.
 
-Every default lives in ``configs/base.yaml`` (which also documents each key); the dataclasses of
-``config_schema.py`` are what OmegaConf checks types against. A method YAML starts with ``defaults: [base]`` and states
-only what differs. Any scalar marked schedulable may be a number or ``[start_step, start, end, end_step]``.
+``config_schema.py`` is the one source of every key's type, default, meaning and range; ``configs/base.yaml`` is
+generated from it. A method YAML starts with ``defaults: [base]`` and states only what differs. Any scalar marked
+schedulable may be a number or ``[start_step, start, end, end_step]``.
 """
 
 import dataclasses
@@ -14,7 +14,9 @@ import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
-from sds3d.config_schema import OBJECTIVE_NAMES, RunConfig, Schedulable
+from sds3d.config_docs import choices, field_at, is_schedule
+from sds3d.config_docs import fields as schema_fields
+from sds3d.config_schema import RunConfig
 from sds3d.errors import ConfigError
 from sds3d.files import read_text, yaml_error, yaml_problem
 
@@ -54,37 +56,6 @@ def schedule(value, step: int, total_steps: int) -> float:
     return float(start + frac * (end - start))
 
 
-# The string-valued keys with a closed set of values. Objective names come from the schema (a test keeps them
-# equal to the registry's), so that config never imports the objectives.
-CHOICES = {
-    "objective.name": OBJECTIVE_NAMES,
-    "guide.dtype": ("auto", "fp16", "fp32"),
-    "device": ("auto", "cpu", "cuda"),
-    "objective.weighting": ("sds", "uniform", "fantasia3d", "alpha", "sigma_over_alpha"),
-    "objective.t_schedule": ("random", "sqrt_anneal", "dreamtime"),
-    "objective.t_unit": ("fraction", "alphabar"),
-    "scene.density_bias": ("blob", "none"),
-    "scene.normals": ("analytic", "finite_difference", "forward_difference"),
-    "scene.encoding.backend": ("auto", "cuda", "torch", "tcnn"),
-    "render.background.kind": ("solid", "environment"),
-    "render.light": ("point", "headlight"),
-    "image.space": ("auto", "image", "latent"),
-    "refine.rasterizer": ("torch", "nvdiffrast"),
-}
-EXPORT_FORMATS = ("glb", "obj", "ply")
-
-
-def _schedulable_keys(schema=RunConfig, prefix: str = "") -> List[str]:
-    keys = []
-    for f in dataclasses.fields(schema):
-        if dataclasses.is_dataclass(f.type):
-            keys += _schedulable_keys(f.type, f"{prefix}{f.name}.")
-        elif f.type is Schedulable:
-            keys.append(prefix + f.name)
-    return keys
-
-
-_SCHEDULE_KEYS = _schedulable_keys()
 _OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")
 
 
@@ -164,7 +135,14 @@ def _explain(exc: OmegaConfBaseException) -> ConfigError:
         valid = ", ".join(node.keys()) if isinstance(node, DictConfig) else ""
         where = f"'{parent_key}'" if parent_key else "the top level"
         return ConfigError(f"unknown config key '{key}'", hint=f"valid keys in {where}: {valid}")
-    return ConfigError(f"bad value for '{key}': {message}", hint="see configs/base.yaml for every key and its type")
+    schema_key = re.sub(r"\[\d+\]$", "", key)  # export.formats[0] is export.formats' first item
+    f = field_at(schema_key)
+    if f is not None and choices(f):
+        what = f"{schema_key.rsplit('.', 1)[-1].removesuffix('s')}" if schema_key != key else "value"
+        return ConfigError(f"{schema_key}: unknown {what} '{exc.value}'", hint=f"choose one of: {', '.join(choices(f))}")
+    doc = f"{f.metadata['doc']}; " if f is not None else ""
+    return ConfigError(f"bad value for '{key}': {message}",
+                       hint=f"{doc}configs/base.yaml and `sds3d keys` list every key and its type")
 
 
 def load_config(
@@ -226,42 +204,9 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("the prompt is empty", hint='sds3d run "a hamburger"')
     if not -(2**63) <= cfg.seed < 2**64:
         raise ConfigError(f"seed {cfg.seed} does not fit in 64 bits", hint="give a seed between 0 and 2**64 - 1")
-    for key, allowed in CHOICES.items():
-        value = OmegaConf.select(cfg, key)
-        if value not in allowed:
-            raise ConfigError(f"{key}: unknown value '{value}'", hint=f"choose one of: {', '.join(allowed)}")
-    for fmt in cfg.export.formats:
-        if fmt not in EXPORT_FORMATS:
-            raise ConfigError(f"export.formats: unknown format '{fmt}'", hint=f"choose from: {', '.join(EXPORT_FORMATS)}")
-    if not 8 <= cfg.export.texture_resolution <= 8192:
-        raise ConfigError(f"export.texture_resolution must lie in [8, 8192], got {cfg.export.texture_resolution}", hint="e.g. 1024")
-    for key in ("export.texture_padding", "export.max_faces", "scene.occupancy.resolution", "render.latent_warmup_steps",
-                "objective.ism.offset_noise"):
-        if OmegaConf.select(cfg, key) < 0:
-            raise ConfigError(f"{key} must be 0 or more, got {OmegaConf.select(cfg, key)}", hint="0 turns it off")
-    for key in _SCHEDULE_KEYS:
-        check_schedule(key, OmegaConf.select(cfg, key))
-    for key in ("cameras.elevation_range", "cameras.azimuth_range", "cameras.distance_range", "cameras.fovy_range"):
-        bounds = OmegaConf.select(cfg, key)
-        if len(bounds) != 2:
-            raise ConfigError(f"{key}: expected [low, high], got {list(bounds)}", hint=f"give {key}=[low,high]")
-        low, high = bounds
-        if low > high:
-            raise ConfigError(f"{key}: lower bound {low} is above upper bound {high}", hint=f"give {key}=[low,high] with low <= high")
-    positive = ("scene.particles", "train.steps", "render.width", "render.height", "render.samples", "cameras.batch_size", "export.resolution",
-                "image.steps", "image.frames", "objective.ism.inversion_stride", "objective.ism.inversion_steps",
-                "objective.vsd.lora_rank", "refine.steps", "refine.width", "refine.height", "refine.mesh_resolution",
-                "scene.occupancy.every")
-    for key in positive:
-        if OmegaConf.select(cfg, key) <= 0:
-            raise ConfigError(f"{key} must be positive, got {OmegaConf.select(cfg, key)}")
-    for key in ("objective.colour_t_max", "objective.nfsd.switch", "objective.vsd.camera_dropout", "objective.ism.inversion_start"):
-        if not 0.0 <= OmegaConf.select(cfg, key) <= 1.0:
-            raise ConfigError(f"{key} must lie in [0, 1], got {OmegaConf.select(cfg, key)}")
-    lengths = {"objective.dreamtime": 4, **{f"prompt.perp_neg.{k}": 3 for k in ("f_fs", "f_sf", "f_sb", "f_fsb")}}
-    for key, length in lengths.items():
-        if len(OmegaConf.select(cfg, key)) != length:
-            raise ConfigError(f"{key}: expected {length} numbers, got {list(OmegaConf.select(cfg, key))}")
+    for key, f, _ in schema_fields():
+        if not dataclasses.is_dataclass(f.type):
+            check_value(key, OmegaConf.select(cfg, key), f)
     if cfg.prompt.perp_neg.enabled and not cfg.prompt.view_dependent:
         raise ConfigError("prompt.perp_neg.enabled needs view-dependent prompts", hint="set prompt.view_dependent=true")
     validate_layout_keys(cfg)
@@ -269,12 +214,35 @@ def validate(cfg: DictConfig) -> None:
 
 def validate_layout_keys(cfg: DictConfig) -> None:
     if cfg.layout.file and not Path(cfg.layout.file).expanduser().is_file():
-        raise ConfigError(f"layout.file: '{cfg.layout.file}' does not exist", hint="give a YAML or JSON layout, e.g. assets/layouts/cube-left-of-sphere.yaml")
+        raise ConfigError(f"layout.file: '{cfg.layout.file}' does not exist",
+                          hint="give a YAML or JSON layout, e.g. assets/layouts/cube-left-of-sphere.yaml")
     if cfg.objective.name == "semantic" and cfg.prompt.perp_neg.enabled:
         raise ConfigError("objective 'semantic' does not combine with Perp-Neg (its negatives belong to the global prompt's views)",
                           hint="prompt.perp_neg.enabled=false")
     if cfg.objective.semantic.dilation < 1 or cfg.objective.semantic.dilation % 2 == 0:
-        raise ConfigError(f"objective.semantic.dilation must be a positive odd window, got {cfg.objective.semantic.dilation}", hint="e.g. 5 (the authors')")
+        raise ConfigError(f"objective.semantic.dilation must be a positive odd window, got {cfg.objective.semantic.dilation}",
+                          hint="e.g. 5 (the authors')")
+
+
+def check_value(key: str, value, f: dataclasses.Field) -> None:
+    """The range, length or schedule shape the schema gives ``key``; the key's documentation is the hint."""
+    meta, hint = f.metadata, f.metadata.get("doc")
+    if is_schedule(f):
+        check_schedule(key, value)
+    if meta.get("length") is not None and len(value) != meta["length"]:
+        if meta["ordered_pair"]:
+            raise ConfigError(f"{key}: expected [low, high], got {list(value)}", hint=f"give {key}=[low,high]")
+        raise ConfigError(f"{key}: expected {meta['length']} numbers, got {list(value)}", hint=hint)
+    if meta.get("ordered_pair") and value[0] > value[1]:
+        raise ConfigError(f"{key}: lower bound {value[0]} is above upper bound {value[1]}",
+                          hint=f"give {key}=[low,high] with low <= high")
+    low, high = meta.get("low"), meta.get("high")
+    if meta.get("positive") and value <= 0:
+        raise ConfigError(f"{key} must be positive, got {value}", hint=hint)
+    if low is not None and high is not None and not low <= value <= high:
+        raise ConfigError(f"{key} must lie in [{low:g}, {high:g}], got {value}", hint=hint)
+    if low is not None and high is None and value < low:
+        raise ConfigError(f"{key} must be {low:g} or more, got {value}", hint=hint)
 
 
 def layout_prompt(path: str) -> str:

@@ -1,281 +1,365 @@
-"""The run configuration's schema: the dataclasses OmegaConf checks types against, one per config section.
+"""The run configuration, one documented field per key: its type, default, meaning and valid range.
 
-No defaults here (every field is MISSING): ``configs/base.yaml`` holds and documents them.
+This is the one source. OmegaConf checks types against these dataclasses (``Literal`` fields reject values outside
+their choices), ``config.validate`` checks the ranges given here, ``configs/base.yaml`` is generated from it
+(``python -m sds3d.config_docs``; a test fails when the file drifts) and ``sds3d keys`` lists it.
 """
 
 from dataclasses import dataclass, field
-from typing import Any, List, Optional
+from typing import Annotated, Any, List, Literal, Optional, get_args
 
-from omegaconf import MISSING
 
-# A schedulable scalar: a number, or [start_step, start_value, end_value, end_step].
-Schedulable = Any
+class Schedule:
+    """A schedulable scalar: a number, or ``[start_step, start_value, end_value, end_step]``, linear between the steps
+    and clamped outside; when end_step is a float in (0, 1], both steps are fractions of the run."""
+
+
+# OmegaConf cannot check a number-or-list union, so it holds Any and config.check_schedule checks the shape.
+Schedulable = Annotated[Any, Schedule]
 
 # objective.name's choices; sds3d.objectives.OBJECTIVES maps each to its class (a test keeps the two equal).
-OBJECTIVE_NAMES = ("sds", "sjc", "vsd", "csd", "nfsd", "ism", "bsd", "semantic")
+ObjectiveName = Literal["sds", "sjc", "vsd", "csd", "nfsd", "ism", "bsd", "semantic"]
+OBJECTIVE_NAMES = get_args(ObjectiveName)
+
+MISSING_VALUE = "???"  # OmegaConf's marker of a key without a value
+
+
+def key(default: Any, doc: str, *, low: Optional[float] = None, high: Optional[float] = None,
+        positive: bool = False, length: Optional[int] = None, ordered_pair: bool = False) -> Any:
+    """A config key: its default and meaning, and what validation enforces on its value (``low`` and ``high`` are
+    inclusive bounds; ``positive`` means above 0; ``length`` is a list's size; ``ordered_pair`` a [low, high] range)."""
+    meta = {"doc": doc, "low": low, "high": high, "positive": positive,
+            "length": 2 if ordered_pair else length, "ordered_pair": ordered_pair}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def section(schema: type, doc: str = "") -> Any:
+    return field(default_factory=schema, metadata={"doc": doc})
 
 
 @dataclass
 class PerpNegConfig:
-    enabled: bool = MISSING
-    f_fs: List[float] = MISSING
-    f_sf: List[float] = MISSING
-    f_sb: List[float] = MISSING
-    f_fsb: List[float] = MISSING
+    enabled: bool = key(False, "Perp-Neg: the view prompt interpolated by azimuth, the other views as negatives "
+                               "projected perpendicular to it (needs prompt.view_dependent)")
+    f_fs: List[float] = key([4.0, 0.5, -2.426], "negative weight f(r) = a*exp(-b*r) + c, [a, b, c], of the front "
+                                                "view seen from a side view (threestudio's defaults)", length=3)
+    f_sf: List[float] = key([4.0, 0.5, -2.426], "the same for the side view seen from the front", length=3)
+    f_sb: List[float] = key([1.0, 0.5, -0.606], "the same for the side view seen from the back", length=3)
+    f_fsb: List[float] = key([1.0, 0.5, 0.967], "the same for the front view seen from the back", length=3)
 
 
 @dataclass
 class PromptConfig:
-    text: str = MISSING
-    negative: str = MISSING
-    view_dependent: bool = MISSING
-    front_threshold: float = MISSING
-    back_threshold: float = MISSING
-    overhead_threshold: float = MISSING
-    perp_neg: PerpNegConfig = field(default_factory=PerpNegConfig)
+    text: str = key(MISSING_VALUE, "the text prompt; given as the first argument of `sds3d run`")
+    negative: str = key("", "negative prompt; replaces the empty prompt in classifier-free guidance")
+    view_dependent: bool = key(True, 'append ", front view" / ", side view" / ", back view" / ", overhead view"')
+    front_threshold: float = key(45.0, "|azimuth| below this (degrees) is a front view")
+    back_threshold: float = key(45.0, "|azimuth| above 180 minus this is a back view")
+    overhead_threshold: float = key(60.0, "elevation above this is an overhead view, whatever the azimuth")
+    perp_neg: PerpNegConfig = section(PerpNegConfig)
 
 
 @dataclass
 class GuideConfig:
-    model: str = MISSING
-    dtype: str = MISSING
-    channels_last: bool = MISSING
-    compile: bool = MISSING
-    tiny_vae: str = MISSING
-    cache_dir: str = MISSING
+    model: str = key("${asset:prior}", "diffusers hub id or local folder: SD 1.x/2.x, DeepFloyd IF stage I, or the "
+                                       "bundled prior (assets/prior, 32 px, knows the benchmark world's words; "
+                                       "`exact:world` is the exact world denoiser)")
+    dtype: Literal["auto", "fp16", "fp32"] = key("auto", "auto (fp16 on cuda, fp32 on cpu) | fp16 | fp32")
+    channels_last: bool = key(True, "channels_last UNet memory format on cuda (attention runs on torch's SDPA "
+                                    "either way)")
+    compile: bool = key(False, "torch.compile the UNet (slow first steps while it compiles, then faster ones)")
+    tiny_vae: str = key("", "latent models: a tiny VAE (diffusers AutoencoderTiny) replacing the VAE, hub id or "
+                            'folder, e.g. madebyollin/taesd (SD 1.x/2.x); "" keeps the model\'s own VAE')
+    cache_dir: str = key("${oc.env:SDS3D_CACHE,'~/.cache/sds3d'}", "text-embedding cache, keyed by model and prompt")
 
 
 @dataclass
 class SJCConfig:
-    var_red: bool = MISSING
+    var_red: bool = key(True, "subtract the injected noise (PAAS); false uses -eps_hat alone")
 
 
 @dataclass
 class CSDConfig:
-    cond_scale: Schedulable = MISSING
-    negative_scale: Schedulable = MISSING
-    null_scale: Schedulable = MISSING
-    noise_scale: Schedulable = MISSING
+    cond_scale: Schedulable = key(1.0, "cond: the prompt's eps(y)")
+    negative_scale: Schedulable = key(0.0, 'negative: eps(y_neg), from prompt.negative ("" gives eps(""))')
+    null_scale: Schedulable = key(-1.0, 'null: the empty prompt\'s eps("")')
+    noise_scale: Schedulable = key(0.0, "noise: the injected noise eps")
 
 
 @dataclass
 class NFSDConfig:
-    switch: float = MISSING
+    switch: float = key(0.2, 'below switch*T the domain term is eps(""); above, eps("") - eps(prompt.negative)',
+                        low=0.0, high=1.0)
 
 
 @dataclass
 class VSDConfig:
-    lora_rank: int = MISSING
-    lr: float = MISSING
-    camera_dropout: float = MISSING
+    lora_rank: int = key(4, "LoRA rank on every attention projection of the guide's UNet", positive=True)
+    lr: float = key(1.0e-4, "learning rate of the LoRA and its camera embedding")
+    camera_dropout: float = key(0.1, "chance of training the LoRA with the camera condition zeroed", low=0.0, high=1.0)
 
 
 @dataclass
 class ISMConfig:
-    interval: Schedulable = MISSING
-    inversion_stride: float = MISSING
-    inversion_steps: int = MISSING
-    inversion_start: float = MISSING
-    offset_noise: float = MISSING
+    interval: Schedulable = key(0.08, "t - s, the interval between x_s and x_t, as a fraction of T")
+    inversion_stride: float = key(0.2, "DDIM inversion jumps from x_0 to x_s, as a fraction of T", positive=True)
+    inversion_steps: int = key(5, "at most this many jumps (the first starts from x_0 noised to the remainder)",
+                               positive=True)
+    inversion_start: float = key(0.02, "the lowest level the inversion starts from, as a fraction of T (the "
+                                       "authors' min step)", low=0.0, high=1.0)
+    offset_noise: float = key(0.1, "the starting noise gets this times a normal draw per channel, shared by the "
+                                   "batch", low=0.0)
 
 
 @dataclass
 class BSDConfig:
-    classifier_weight: float = MISSING
+    classifier_weight: float = key(15.0, 'c = weight * (eps(y) - eps("")); PlacidDreamer hard-codes 15')
 
 
 @dataclass
 class SemanticConfig:
-    base: str = MISSING
-    global_weight: Schedulable = MISSING
-    dilation: int = MISSING
+    base: str = key("sds", "the per-region objective: sds | sjc | csd | nfsd")
+    global_weight: Schedulable = key(0.5, "weight of the global prompt's gradient on the whole image")
+    dilation: int = key(5, "max-pool window that grows each region's mask into background pixels (odd)")
 
 
 @dataclass
 class ObjectiveConfig:
-    name: str = MISSING
-    guidance_scale: Schedulable = MISSING
-    weighting: str = MISSING
-    t_schedule: str = MISSING
-    t_unit: str = MISSING
-    t_min: Schedulable = MISSING
-    t_max: Schedulable = MISSING
-    dreamtime: List[float] = MISSING
-    colour_t_max: float = MISSING
-    grad_clip: Schedulable = MISSING
-    grad_normalize: bool = MISSING
-    weight: Schedulable = MISSING
-    sjc: SJCConfig = field(default_factory=SJCConfig)
-    csd: CSDConfig = field(default_factory=CSDConfig)
-    nfsd: NFSDConfig = field(default_factory=NFSDConfig)
-    vsd: VSDConfig = field(default_factory=VSDConfig)
-    ism: ISMConfig = field(default_factory=ISMConfig)
-    bsd: BSDConfig = field(default_factory=BSDConfig)
-    semantic: SemanticConfig = field(default_factory=SemanticConfig)
+    name: ObjectiveName = key("sds", "score-distillation objective; `sds3d configs` lists the shipped recipes")
+    guidance_scale: Schedulable = key(7.5, "standard CFG scale: eps_u + s*(eps_c - eps_u); on the bundled prior 7.5 "
+                                           "beats 20 (red cube IoU 0.85 vs 0.74), whose renders saturate and swell")
+    weighting: Literal["sds", "uniform", "fantasia3d", "alpha", "sigma_over_alpha"] = key(
+        "sds", "w(t): sds (1 - alphabar) | uniform | fantasia3d (alpha * sigma^2) | alpha (sqrt alphabar, BSD) "
+               "| sigma_over_alpha (ISM)")
+    t_schedule: Literal["random", "sqrt_anneal", "dreamtime"] = key(
+        "random", "random: t ~ U[t_min, t_max] per view | sqrt_anneal: HiFA's deterministic t_max -> t_min along "
+                  "sqrt(step/steps) | dreamtime: DreamTime's prior-weighted descent")
+    t_unit: Literal["fraction", "alphabar"] = key(
+        "fraction", "what t_min and t_max are: fraction (of the model's T) | alphabar (the noise level alphabar_t, "
+                    "so the bound means the same noise on any schedule: t_min 0.999, t_max 0.05; the bound is the "
+                    "first t whose alphabar is at or below the value)")
+    t_min: Schedulable = key(0.02, "lowest timestep, in t_unit")
+    t_max: Schedulable = key(0.98, "highest timestep, in t_unit ([0.5, 0.98, 0.5, 0.5025] is the ProlificDreamer/CSD "
+                                   "drop to 0.5 at half the run)")
+    dreamtime: List[float] = key([0.8, 0.5, 0.3, 0.1], "DreamTime prior [m1, m2, s1, s2] as fractions of T", length=4)
+    colour_t_max: float = key(0.6, "renders noised above this fraction of T teach shape only: their gradient skips "
+                                   "the albedo (on the prior high t asks for paler colours even at the truth); 1.0 "
+                                   "turns it off", low=0.0, high=1.0)
+    grad_clip: Schedulable = key(0.0, "clamp the per-pixel gradient to +-value (D-SDS: [0, 2, 8, 10000] on SD); 0 "
+                                      "disables")
+    grad_normalize: bool = key(False, "divide the gradient by its L2 norm over the batch (CSD's stage 1)")
+    weight: Schedulable = key(1.0, "weight of the objective's loss")
+    sjc: SJCConfig = section(SJCConfig)
+    csd: CSDConfig = section(CSDConfig, 'g = w(t) [cond*eps(y) + negative*eps(y_neg) + null*eps("") + noise*eps]')
+    nfsd: NFSDConfig = section(NFSDConfig)
+    vsd: VSDConfig = section(VSDConfig)
+    ism: ISMConfig = section(ISMConfig)
+    bsd: BSDConfig = section(BSDConfig)
+    semantic: SemanticConfig = section(SemanticConfig, "region-wise distillation over a layout (objective semantic, "
+                                                       "configs/semantic.yaml)")
 
 
 @dataclass
 class PlannerConfig:
-    url: str = MISSING
-    model: str = MISSING
-    api_key_env: str = MISSING
-    timeout: float = MISSING
+    url: str = key("", 'OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 ("" = off)')
+    model: str = key("", "model name sent with each request")
+    api_key_env: str = key("OPENAI_API_KEY", "environment variable holding the API key (sent only when set)")
+    timeout: float = key(60.0, "seconds to wait for the answer")
 
 
 @dataclass
 class LayoutConfig:
-    file: str = MISSING
-    object_views: bool = MISSING
-    planner: PlannerConfig = field(default_factory=PlannerConfig)
+    file: str = key("", "a layout YAML/JSON (see assets/layouts/); its prompt is the run's prompt unless one is given")
+    object_views: bool = key(True, "each region's view suffix from its own object's frame (else the camera's)")
+    planner: PlannerConfig = section(PlannerConfig, 'optional: a chat model turns the prompt into a layout (used '
+                                                    'when file is "")')
 
 
 @dataclass
 class HashGridConfig:
-    levels: int = MISSING
-    features_per_level: int = MISSING
-    log2_table_size: int = MISSING
-    base_resolution: int = MISSING
-    max_resolution: int = MISSING
-    start_level: int = MISSING
-    start_step: int = MISSING
-    update_steps: int = MISSING
-    backend: str = MISSING
+    levels: int = key(8, "resolution levels")
+    features_per_level: int = key(2, "features stored per level")
+    log2_table_size: int = key(15, "log2 of each level's hash table size")
+    base_resolution: int = key(8, "grid cells per side of the coarsest level")
+    max_resolution: int = key(128, "grid cells per side of the finest level")
+    start_level: int = key(4, "progressive unlocking: levels active before start_step")
+    start_step: int = key(100, "first step that unlocks another level")
+    update_steps: int = key(50, "steps between unlocks")
+    backend: Literal["auto", "cuda", "torch", "tcnn"] = key(
+        "auto", "auto (cuda on a GPU, else torch) | cuda (cuda/, built on first use) | torch | tcnn")
 
 
 @dataclass
 class OccupancyConfig:
-    resolution: int = MISSING
-    every: int = MISSING
-    threshold: float = MISSING
+    resolution: int = key(32, "cells per side (0: off, every sample queried)", low=0)
+    every: int = key(16, "steps between rebuilds of the grid from the field", positive=True)
+    threshold: float = key(0.03, "density below which a cell counts as empty (a step of 2/48 through it: opacity "
+                                 "0.1 %)")
 
 
 @dataclass
 class SceneConfig:
-    radius: float = MISSING
-    particles: int = MISSING
-    encoding: HashGridConfig = field(default_factory=HashGridConfig)
-    occupancy: OccupancyConfig = field(default_factory=OccupancyConfig)
-    mlp_width: int = MISSING
-    mlp_layers: int = MISSING
-    density_bias: str = MISSING
-    blob_scale: float = MISSING
-    blob_std: float = MISSING
-    normals: str = MISSING
-    finite_difference_eps: float = MISSING
+    radius: float = key(1.0, "the scene lives in the cube [-radius, radius]^3")
+    particles: int = key(1, "independent scenes trained together, one drawn at random each step (ProlificDreamer's "
+                            "n_particles: with VSD they share the LoRA, which learns their distribution); particle 0 "
+                            "is the run's mesh.glb, validation and video, particle i is written to particle-<i>/",
+                         positive=True)
+    encoding: HashGridConfig = section(HashGridConfig, "multiresolution hash grid (tcnn conventions; see "
+                                                       "sds3d/scene/hashgrid.py)")
+    occupancy: OccupancyConfig = section(OccupancyConfig, "empty-space skipping in the torch renderer (any device): "
+                                                          "samples in cells whose density stays under threshold are "
+                                                          "not queried")
+    mlp_width: int = key(32, "hidden width of the density/albedo MLP")
+    mlp_layers: int = key(1, "hidden layers of that MLP")
+    density_bias: Literal["blob", "none"] = key("blob", "blob (Magic3D density blob at the origin) | none")
+    blob_scale: float = key(10.0, "blob peak density before the softplus")
+    blob_std: float = key(0.5, "blob radius")
+    normals: Literal["analytic", "finite_difference", "forward_difference"] = key(
+        "forward_difference", "analytic (autograd of density) | finite_difference (central, 6 queries per normal) "
+                              "| forward_difference (3 queries, reusing the sample's own density; as good on the "
+                              "bench, 30 % faster steps)")
+    finite_difference_eps: float = key(0.01, "step for finite-difference normals")
 
 
 @dataclass
 class BackgroundConfig:
-    kind: str = MISSING
-    color: List[float] = MISSING
-    random_color_prob: float = MISSING
-    mlp_width: int = MISSING
-    frequencies: int = MISSING
+    kind: Literal["solid", "environment"] = key("solid", "environment (small learned MLP of view direction) | solid")
+    color: List[float] = key([1.0, 1.0, 1.0], "solid colour, also the validation background for `solid`")
+    random_color_prob: float = key(0.0, "chance of a random solid background in training (stops a learned bg from "
+                                        "copying the object)")
+    mlp_width: int = key(16, "hidden width of the environment MLP")
+    frequencies: int = key(4, "sin/cos frequencies of the view direction")
 
 
 @dataclass
 class RenderConfig:
-    width: int = MISSING
-    height: int = MISSING
-    samples: int = MISSING
-    importance_samples: int = MISSING
-    chunk: int = MISSING
-    occupancy_grid: bool = MISSING
-    latent_warmup_steps: int = MISSING
-    ambient_only_steps: int = MISSING
-    textureless_prob: float = MISSING
-    diffuse_prob: float = MISSING
-    light: str = MISSING
-    headlight_lift: float = MISSING
-    ambient: float = MISSING
-    diffuse: float = MISSING
-    background: BackgroundConfig = field(default_factory=BackgroundConfig)
+    width: int = key(32, "training render width, resized to the guide's when it differs (the bundled prior's: 32)",
+                     positive=True)
+    height: int = key(32, "training render height", positive=True)
+    samples: int = key(32, "stratified samples per ray", positive=True)
+    importance_samples: int = key(16, "extra samples drawn from the coarse weights")
+    chunk: int = key(65536, "rays per chunk when rendering large images")
+    occupancy_grid: bool = key(False, "cuda: sample with nerfacc's occupancy grid (pip install 'sds3d[cuda]'), "
+                                      "updated as the field trains, instead of the dense sampler above (which cpu "
+                                      "always uses)")
+    latent_warmup_steps: int = key(0, "latent models: for this many steps render 4 latent channels (a learned linear "
+                                      "map of the render) straight into the guide, skipping the VAE (Latent-NeRF's "
+                                      "warm-up)", low=0)
+    ambient_only_steps: int = key(0, "albedo only before this step")
+    textureless_prob: float = key(0.0, "after that: chance of a white-albedo (geometry) render when lit")
+    diffuse_prob: float = key(1.0, "chance of a lit render (else albedo); normals are queried only where a sample "
+                                   "shows")
+    light: Literal["point", "headlight"] = key(
+        "headlight", "headlight: from the camera, lifted by headlight_lift towards +z (the bundled prior's world "
+                     "renders) | point: a point light at the camera's light_position (DreamFusion)")
+    headlight_lift: float = key(0.6, "how far the headlight is lifted towards +z")
+    ambient: float = key(0.35, "ambient light (the prior's world: 0.35)")
+    diffuse: float = key(0.65, "light strength (the prior's world: 0.65)")
+    background: BackgroundConfig = section(BackgroundConfig)
 
 
 @dataclass
 class CameraConfig:
-    batch_size: int = MISSING
-    elevation_range: List[float] = MISSING
-    azimuth_range: List[float] = MISSING
-    distance_range: List[float] = MISSING
-    fovy_range: List[float] = MISSING
-    light_distance_range: List[float] = MISSING
-    eval_distance: float = MISSING
-    eval_fovy: float = MISSING
-    eval_elevation: float = MISSING
+    batch_size: int = key(1, "views per step", positive=True)
+    elevation_range: List[float] = key([-10.0, 45.0], "degrees", ordered_pair=True)
+    azimuth_range: List[float] = key([-180.0, 180.0], "degrees; 0 is the front", ordered_pair=True)
+    distance_range: List[float] = key([1.5, 2.0], "camera distance from the origin, scene units", ordered_pair=True)
+    fovy_range: List[float] = key([40.0, 70.0], "vertical field of view, degrees", ordered_pair=True)
+    light_distance_range: List[float] = key([0.8, 1.5], "point light, as a multiple of the camera distance")
+    eval_distance: float = key(1.75, "validation, video and export views: camera distance")
+    eval_fovy: float = key(55.0, "their vertical field of view, degrees")
+    eval_elevation: float = key(15.0, "their elevation, degrees")
 
 
 @dataclass
 class TrainConfig:
-    steps: int = MISSING
-    lr_encoding: Schedulable = MISSING
-    lr_network: Schedulable = MISSING
-    lr_background: float = MISSING
-    betas: List[float] = MISSING
-    eps: float = MISSING
-    amp: bool = MISSING
-    lambda_orient: Schedulable = MISSING
-    lambda_sparsity: Schedulable = MISSING
-    lambda_opaque: Schedulable = MISSING
-    lambda_haze: Schedulable = MISSING
-    log_every: int = MISSING
-    val_every: int = MISSING
-    val_views: int = MISSING
-    val_resolution: int = MISSING
-    ckpt_every: int = MISSING
+    steps: int = key(400, "optimisation steps", positive=True)
+    lr_encoding: Schedulable = key(0.01, "Adam learning rate of the hash grid")
+    lr_network: Schedulable = key(0.01, "of the density/albedo MLP")
+    lr_background: float = key(0.001, "of the background")
+    betas: List[float] = key([0.9, 0.99], "Adam betas")
+    eps: float = key(1.0e-15, "Adam eps")
+    amp: bool = key(True, "loss scaling for the fp16 guide's backward on cuda (renders stay fp32; ignored on cpu)")
+    lambda_orient: Schedulable = key(0.0, "orientation loss (normals facing the camera; needs normals)")
+    lambda_sparsity: Schedulable = key(50.0, "penalises total opacity (a mean over pixels, against the objective's "
+                                             "sum: at 1 it barely acts on a 32 px render; 50 trims the prior's haze)")
+    lambda_opaque: Schedulable = key(0.0, "pushes opacity to 0 or 1")
+    lambda_haze: Schedulable = key(0.0, "mean sqrt(opacity + 0.01): steepest at opacity 0 (10x its slope at 1), so "
+                                        "it erases faint haze that sparsity's sqrt(opacity^2 + 0.01), flat at 0, "
+                                        "leaves alone")
+    log_every: int = key(10, "metrics.jsonl line every N steps")
+    val_every: int = key(100, "progress/step-XXXXX.png every N steps (0: only at the end)")
+    val_views: int = key(4, "views in a validation grid")
+    val_resolution: int = key(64, "validation grid render size")
+    ckpt_every: int = key(100, "ckpt/last.pt every N steps and at the end")
 
 
 @dataclass
 class ExportConfig:
-    formats: List[str] = MISSING
-    resolution: int = MISSING
-    threshold: Optional[float] = MISSING
-    min_component_fraction: float = MISSING
-    max_faces: int = MISSING
-    texture: bool = MISSING
-    texture_resolution: int = MISSING
-    texture_padding: int = MISSING
-    video_frames: int = MISSING
-    video_fps: int = MISSING
-    video_resolution: int = MISSING
+    formats: List[Literal["glb", "obj", "ply"]] = key(["glb"], "any of glb, obj, ply, written as mesh.<format>")
+    resolution: int = key(96, "marching-cubes grid per side", positive=True)
+    threshold: Optional[float] = key(None, "density threshold; null picks it from the renderer's step size")
+    min_component_fraction: float = key(0.05, "drop pieces smaller than this fraction of the largest")
+    max_faces: int = key(20000, "quadric-decimate meshes with more faces to this budget (0: keep all); UV unwrapping "
+                                "time grows faster than the face count (xatlas on one core: ~1.5 s at 10k faces, "
+                                "~5 s at 20k)", low=0)
+    texture: bool = key(True, "bake the albedo into a UV texture: glb gets a PBR baseColorTexture, obj an MTL + PNG "
+                              "(ply keeps vertex colours); false writes vertex colours everywhere")
+    texture_resolution: int = key(1024, "texture width and height in pixels", low=8, high=8192)
+    texture_padding: int = key(4, "pixels of gutter between UV charts, filled with each chart's edge colours", low=0)
+    video_frames: int = key(24, "turntable video.mp4 frames (0: no video), rendered from the exported mesh")
+    video_fps: int = key(12, "turntable frames per second")
+    video_resolution: int = key(96, "turntable frame size")
 
 
 @dataclass
 class RefineConfig:
-    enabled: bool = MISSING
-    steps: int = MISSING
-    width: int = MISSING
-    height: int = MISSING
-    rasterizer: str = MISSING
-    mesh_resolution: int = MISSING
-    lr_offsets: float = MISSING
-    lr_texture: float = MISSING
-    lambda_laplacian: Schedulable = MISSING
-    lambda_normal_consistency: Schedulable = MISSING
+    enabled: bool = key(False, "run it right after the NeRF stage of `sds3d run` (configs/refine.yaml turns it on)")
+    steps: int = key(200, "optimisation steps of the mesh stage (its train.steps)", positive=True)
+    width: int = key(64, "its render width, above the NeRF stage's", positive=True)
+    height: int = key(64, "its render height", positive=True)
+    rasterizer: Literal["torch", "nvdiffrast"] = key("torch", "torch (CPU and GPU) | nvdiffrast (CUDA, when "
+                                                              "installed)")
+    mesh_resolution: int = key(128, "marching-cubes grid of the starting mesh", positive=True)
+    lr_offsets: float = key(1.0e-4, "Adam learning rate of the vertex offsets (scene units)")
+    lr_texture: float = key(0.003, "of the texture field's hash grid and MLP")
+    lambda_laplacian: Schedulable = key(1000.0, "uniform Laplacian smoothing: mean |v - mean of its neighbours|^2")
+    lambda_normal_consistency: Schedulable = key(1.0, "mean 1 - cos between the normals of adjacent faces")
 
 
 @dataclass
 class ImageConfig:
-    steps: int = MISSING
-    lr: float = MISSING
-    space: str = MISSING
-    frames: int = MISSING
-    azimuth: float = MISSING
+    steps: int = key(300, "optimisation steps of the image", positive=True)
+    lr: float = key(0.03, "Adam learning rate of the image (or latent)")
+    space: Literal["auto", "image", "latent"] = key(
+        "auto", "auto | image | latent: optimise RGB logits (through the guide's encoder) or the guide's input "
+                "directly (latent models: the VAE latent; pixel models: same as image)")
+    frames: int = key(8, "progress frames in progress.png", positive=True)
+    azimuth: float = key(0.0, "the view the prompt describes (its view suffix, and VSD's camera)")
 
 
 @dataclass
 class RunConfig:
-    prompt: PromptConfig = field(default_factory=PromptConfig)
-    layout: LayoutConfig = field(default_factory=LayoutConfig)
-    seed: int = MISSING
-    device: str = MISSING
-    out_dir: str = MISSING
-    guide: GuideConfig = field(default_factory=GuideConfig)
-    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
-    scene: SceneConfig = field(default_factory=SceneConfig)
-    render: RenderConfig = field(default_factory=RenderConfig)
-    cameras: CameraConfig = field(default_factory=CameraConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    export: ExportConfig = field(default_factory=ExportConfig)
-    refine: RefineConfig = field(default_factory=RefineConfig)
-    image: ImageConfig = field(default_factory=ImageConfig)
+    prompt: PromptConfig = section(PromptConfig, "what to make")
+    layout: LayoutConfig = section(LayoutConfig, "compositional scenes (objective semantic): objects in boxes, each "
+                                                 "with its own prompt")
+    seed: int = key(0, "seeds every random draw; same seed and config give the same run")
+    device: Literal["auto", "cpu", "cuda"] = key("auto", "auto (cuda when available) | cpu | cuda")
+    out_dir: str = key("outputs", "runs go to <out_dir>/<prompt-slug>-<yyyymmdd-hhmmss>/")
+    guide: GuideConfig = section(GuideConfig, "the frozen 2D diffusion model")
+    objective: ObjectiveConfig = section(ObjectiveConfig, "how the guide's judgement becomes a gradient")
+    scene: SceneConfig = section(SceneConfig, "the NeRF: hash-grid field, MLP and density bias")
+    render: RenderConfig = section(RenderConfig, "training renders: size, samples, shading")
+    cameras: CameraConfig = section(CameraConfig, "where the training and evaluation cameras look from")
+    train: TrainConfig = section(TrainConfig, "the optimisation loop: steps, learning rates, regularisers, logging")
+    export: ExportConfig = section(ExportConfig, "the asset written at the end: mesh, texture, turntable")
+    refine: RefineConfig = section(RefineConfig, "the mesh stage (Magic3D's second stage), `sds3d refine RUN_DIR` or "
+                                                 "after the NeRF stage: the NeRF's marching-cubes mesh (decimated to "
+                                                 "export.max_faces) gets learnable vertex offsets and a texture field "
+                                                 "(a copy of the NeRF's albedo hash grid and MLP), drawn by the "
+                                                 "differentiable rasterizer; the objective, cameras and train.* "
+                                                 "logging keys apply as before")
+    image: ImageConfig = section(ImageConfig, "`sds3d image PROMPT`: the 2D playground optimises one image with the "
+                                              "objective")

@@ -127,7 +127,8 @@ def nerf_stage(cfg, layout=None) -> Stage:
         {"params": [p for v in views for p in v["background"].parameters()], "lr": cfg.train.lr_background},
         scheduled_group(scene["latent_head"].parameters() if "latent_head" in scene else [], cfg.train.lr_network),
     ]
-    return Stage(scene, VolumeRenderer(cfg.render, cfg.scene.radius, cfg.render.occupancy_grid), groups, lambda out, step: regularisers(out, step, cfg),
+    renderer = VolumeRenderer(cfg.render, cfg.scene.radius, cfg.render.occupancy_grid)
+    return Stage(scene, renderer, groups, lambda out, step: regularisers(out, step, cfg),
                  lambda run_dir, timer: export_particles(scene, cfg, run_dir, timer))
 
 
@@ -216,8 +217,8 @@ def train_step(s: Session, step: int, timer=untimed) -> StepOutput:
         random_bg = torch.rand(()).item() < cfg.render.background.random_color_prob
         bg_color = torch.rand(len(cameras), 3) if random_bg else None
         gated = cfg.objective.colour_t_max < 1.0
-        out = s.renderer.render(view["field"], view["background"], cameras, shading, schedule(cfg.train.lambda_orient, step, cfg.train.steps) > 0,
-                                bg_color, shape_only=gated)
+        orient = schedule(cfg.train.lambda_orient, step, cfg.train.steps) > 0
+        out = s.renderer.render(view["field"], view["background"], cameras, shading, orient, bg_color, shape_only=gated)
     with timer("encode"):
         rgb, colour_gate = gate_colour(out.rgb, out.rgb_shape_only) if gated else (out.rgb, None)
         rgb = rgb.permute(0, 3, 1, 2)
@@ -229,7 +230,8 @@ def train_step(s: Session, step: int, timer=untimed) -> StepOutput:
         result = s.objective(s.guide, x, s.prompts.conditions(cameras, out.semantic), step)
         if colour_gate is not None:
             colour_gate.copy_(colour_passes(result.t, cfg.objective.colour_t_max, s.guide.alphas_cumprod.shape[0]))
-        losses = {"objective": schedule(cfg.objective.weight, step, cfg.train.steps) * result.loss, **result.aux, **s.regularisers(out, step)}
+        weight = schedule(cfg.objective.weight, step, cfg.train.steps)
+        losses = {"objective": weight * result.loss, **result.aux, **s.regularisers(out, step)}
         loss = sum(losses.values())
     hint = "the run stops here; its last good checkpoint is kept in <run folder>/ckpt/last.pt"
     if not torch.isfinite(loss):

@@ -16,13 +16,12 @@ from sds3d.app.request import Knobs, RunRequest, build_request, config_choices, 
 from sds3d.app.runs import format_seconds, loss_curve, read_metrics, read_progress, scan_runs
 from sds3d.app.worker import FINISHED, RUNNING, STOPPED, Worker
 from sds3d.errors import Sds3dError
-
-TINY = Path(__file__).parent / "configs" / "tiny.yaml"
+from tiny_models import TINY_CONFIG
 
 
 def write_tiny_prior_config(folder: Path, tiny_prior_dir: Path) -> Path:
     """tests/configs/tiny.yaml on the tiny bundled-prior model, as a config file the app can offer."""
-    node = OmegaConf.load(TINY)
+    node = OmegaConf.load(TINY_CONFIG)
     node.guide.model = str(tiny_prior_dir)
     node.export.formats = ["glb"]
     path = folder / "tiny-prior.yaml"
@@ -104,9 +103,10 @@ def test_eta_reads_as_hours_minutes_seconds(seconds, text):
 
 def test_config_choices_are_shipped_names_then_extra_files(tmp_path):
     (tmp_path / "mine.yaml").write_text("defaults: [base]\n")
-    choices = config_choices([tmp_path, TINY])
+    tiny = Path(TINY_CONFIG)
+    choices = config_choices([tmp_path, tiny])
     assert ("base", "base") in choices
-    assert choices[-2:] == [(f"mine ({tmp_path})", str(tmp_path / "mine.yaml")), (f"tiny ({TINY.parent})", str(TINY))]
+    assert choices[-2:] == [(f"mine ({tmp_path})", str(tmp_path / "mine.yaml")), (f"tiny ({tiny.parent})", str(tiny))]
 
 
 def test_knobs_default_to_the_config_and_a_scheduled_scale_stays_the_configs(tmp_path):

@@ -19,8 +19,8 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from sds3d.batch.runner import batch_generate  # noqa: E402
+from tiny_models import TINY_CONFIG  # noqa: E402
 
-TINY = str(Path(__file__).parent / "configs" / "tiny.yaml")
 RAY = str(Path(sys.executable).with_name("ray"))
 # Every node and the driver agree: no token authentication, no usage reports.
 RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
@@ -88,7 +88,7 @@ def test_a_batch_on_a_cluster_survives_losing_a_worker_node(cluster, tiny_sd_dir
     out, result = tmp_path / "out", {}
 
     def run():
-        result["index"] = batch_generate(prompts, TINY, overrides, address=address, retries=2, out_dir=out)
+        result["index"] = batch_generate(prompts, TINY_CONFIG, overrides, address=address, retries=2, out_dir=out)
 
     batch = threading.Thread(target=run)
     batch.start()

@@ -1,6 +1,5 @@
 """objective.colour_t_max: renders noised above the bound teach shape only."""
 
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -14,8 +13,7 @@ from sds3d.render.colour_gate import colour_passes, gate_colour
 from sds3d.render.raster import MeshRenderer
 from sds3d.render.volume import VolumeRenderer
 from sds3d.train import build_session, train_step
-
-TINY = str(Path(__file__).parent / "configs" / "tiny.yaml")
+from tiny_models import TINY_CONFIG
 
 
 class HazyBall:
@@ -99,7 +97,7 @@ def test_colour_passes_at_or_below_the_bound():
 
 
 def albedo_and_density_grads(tiny_sd_dir, colour_t_max):
-    cfg = load_config(TINY, [f"guide.model={tiny_sd_dir}", f"objective.colour_t_max={colour_t_max}"], "a hamburger")
+    cfg = load_config(TINY_CONFIG, [f"guide.model={tiny_sd_dir}", f"objective.colour_t_max={colour_t_max}"], "a hamburger")
     session = build_session(cfg)
     train_step(session, 0)
     head = session.scene["field"].network[-1].weight.grad  # rows: density, then albedo r, g, b
@@ -115,4 +113,4 @@ def test_training_step_trains_albedo_only_from_renders_within_the_bound(tiny_sd_
 
 def test_colour_t_max_outside_unit_range_is_a_clear_error(tiny_sd_dir):
     with pytest.raises(ConfigError, match="objective.colour_t_max must lie in"):
-        load_config(TINY, [f"guide.model={tiny_sd_dir}", "objective.colour_t_max=1.5"], "a hamburger")
+        load_config(TINY_CONFIG, [f"guide.model={tiny_sd_dir}", "objective.colour_t_max=1.5"], "a hamburger")

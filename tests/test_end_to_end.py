@@ -3,7 +3,6 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,12 +11,11 @@ import trimesh
 from sds3d import api
 from sds3d.errors import NonFiniteError
 from sds3d.objectives.sds import SDS
-
-TINY = str(Path(__file__).parent / "configs" / "tiny.yaml")
+from tiny_models import TINY_CONFIG
 
 
 def run_tiny(tiny_sd_dir, run_dir, *overrides):
-    return api.generate("a hamburger", TINY, [f"guide.model={tiny_sd_dir}", *overrides], run_dir=run_dir)
+    return api.generate("a hamburger", TINY_CONFIG, [f"guide.model={tiny_sd_dir}", *overrides], run_dir=run_dir)
 
 
 def test_run_writes_glb_with_faces_and_texture(tiny_sd_dir, tmp_path):
@@ -98,7 +96,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_sd_dir, tmp_p
 
 
 def test_cli_run_prompt_to_glb(tiny_sd_dir, tmp_path):
-    cmd = [sys.executable, "-c", "from sds3d.cli import main; main()", "run", "a hamburger", "--config", TINY,
+    cmd = [sys.executable, "-c", "from sds3d.cli import main; main()", "run", "a hamburger", "--config", TINY_CONFIG,
            f"guide.model={tiny_sd_dir}", f"out_dir={tmp_path}", "train.steps=4", "export.video_frames=0"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr

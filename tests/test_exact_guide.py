@@ -1,8 +1,6 @@
 """The exact world denoiser: its predictions against hand computations, its image sets, SDS with it
 in 2D, and a short 3D run that must reproduce the caption's shape."""
 
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -19,7 +17,6 @@ from sds3d.objectives.sds import SDS
 from sds3d.world.metrics import best_rotation_iou
 from sds3d.world.scenes import parse_caption
 
-TINY = str(Path(__file__).parent / "configs" / "tiny.yaml")
 CPU = torch.device("cpu")
 
 

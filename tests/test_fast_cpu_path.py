@@ -27,7 +27,8 @@ def test_no_grad_lit_render_matches_normals_queried_everywhere_and_queries_fewer
     field.normals = lambda points, density: queried.append(points.shape[0]) or normals(points, density)
     with torch.no_grad():
         fast = renderer.render(field, scene["background"], camera, "diffuse", True)
-        monkeypatch.setattr(VolumeRenderer, "_visible_normals", staticmethod(lambda f, points, density, weights: f.normals(points, density)))
+        every_normal = staticmethod(lambda f, points, density, weights: f.normals(points, density))
+        monkeypatch.setattr(VolumeRenderer, "_visible_normals", every_normal)
         full = renderer.render(field, scene["background"], camera, "diffuse", True)
     assert 0 < queried[0] < queried[1] == 24 * 24 * (16 + 8)
     assert torch.allclose(fast.rgb, full.rgb, atol=1e-3) and torch.allclose(fast.normal, full.normal, atol=1e-3)

@@ -1,7 +1,6 @@
 """The GPU step-path options, on CPU where they run there: a tiny VAE, torch.compile of the UNet, SDPA
 attention and latent renders for a warm-up phase (Latent-NeRF)."""
 
-from pathlib import Path
 
 import pytest
 import torch
@@ -10,13 +9,13 @@ from sds3d.config import load_config
 from sds3d.errors import ConfigError
 from sds3d.guides import load_guide
 from sds3d.train import build_session, train_step
+from tiny_models import TINY_CONFIG
 
-TINY = str(Path(__file__).parent / "configs" / "tiny.yaml")
 CPU = torch.device("cpu")
 
 
 def tiny_cfg(model, *overrides):
-    return load_config(TINY, [f"guide.model={model}", "cameras.batch_size=1", *overrides], "a red cube")
+    return load_config(TINY_CONFIG, [f"guide.model={model}", "cameras.batch_size=1", *overrides], "a red cube")
 
 
 @pytest.fixture(scope="module")

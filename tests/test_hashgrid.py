@@ -58,7 +58,7 @@ def test_resolutions_follow_the_formulas():
     enc = HashGridEncoding(n_levels=16, base_resolution=16, max_resolution=4096)
     b = math.exp((math.log(4096) - math.log(16)) / 15)
     assert enc.per_level_scale == pytest.approx(1.4473, abs=1e-4)
-    expected = torch.tensor([16 * b**l - 1 for l in range(16)], dtype=torch.float64)
+    expected = torch.tensor([16 * b**level - 1 for level in range(16)], dtype=torch.float64)
     torch.testing.assert_close(enc.scales, expected, rtol=0, atol=1e-5)
     assert torch.equal(enc.resolutions, torch.ceil(enc.scales).long() + 1)
     assert enc.resolutions[0] == 16 and enc.resolutions[-1] == 4096

@@ -27,7 +27,7 @@ def hard_points(enc: HashGridEncoding, dtype: torch.dtype) -> torch.Tensor:
     """Random points, points exactly on a level's cell faces, the cube's faces, and points far outside."""
     torch.manual_seed(2)
     random = torch.rand(256, 3, dtype=dtype)
-    faces = [(k - 0.5) / enc.scales[l] for l in range(enc.n_levels) for k in range(1, 4)]  # pos == k on level l
+    faces = [(k - 0.5) / enc.scales[level] for level in range(enc.n_levels) for k in range(1, 4)]  # pos == k on each level
     on_faces = torch.tensor(faces, dtype=dtype)[torch.randint(len(faces), (128, 3))]
     cube = torch.tensor([0.0, 0.5, 1.0], dtype=dtype)[torch.randint(3, (27, 3))]
     outside = torch.rand(128, 3, dtype=dtype) * 40 - 20

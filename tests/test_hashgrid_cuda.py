@@ -23,7 +23,7 @@ def hard_points(enc: HashGridEncoding) -> torch.Tensor:
     """Random points, points on every level's cell faces, the cube's faces and corners, points far outside."""
     torch.manual_seed(1)
     random = torch.rand(4096, 3)
-    faces = [(k - 0.5) / enc.scales[l].item() for l in range(enc.n_levels) for k in range(0, 6)]
+    faces = [(k - 0.5) / enc.scales[level].item() for level in range(enc.n_levels) for k in range(0, 6)]
     on_faces = torch.tensor(faces, dtype=torch.float32)[torch.randint(len(faces), (1024, 3))]
     cube = torch.tensor([0.0, 0.5, 1.0])[torch.randint(3, (64, 3))]
     outside = torch.rand(1024, 3) * 40 - 20
@@ -78,7 +78,8 @@ def test_tcnn_matches_torch_when_installed():
     pytest.importorskip("tinycudann")
     enc = grid(2)
     x = torch.rand(4096, 3, device="cuda")  # away from the far-outside points, where tcnn wraps differently
-    tcnn = HashGridEncoding(n_levels=8, features_per_level=2, log2_table_size=12, base_resolution=4, max_resolution=256, backend="tcnn").cuda()
+    tcnn = HashGridEncoding(n_levels=8, features_per_level=2, log2_table_size=12, base_resolution=4, max_resolution=256,
+                            backend="tcnn").cuda()
     with torch.no_grad():
         tcnn.table.copy_(enc.table)
     assert relative_error(tcnn(x), enc(x)) < 1e-4

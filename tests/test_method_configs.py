@@ -7,14 +7,9 @@ import torch
 
 from sds3d import api
 from sds3d.config import shipped_configs
+from tiny_models import SMALL_RUN
 
-SMALL = [  # shrink any shipped config to a seconds-long CPU run on the tiny model
-    "device=cpu", "guide.dtype=fp32", "train.steps=2", "train.log_every=1", "train.val_every=0",
-    "train.val_resolution=16", "render.width=16", "render.height=16", "render.samples=8", "render.importance_samples=4",
-    "scene.encoding.levels=4", "scene.encoding.log2_table_size=10", "scene.encoding.max_resolution=32",
-    "scene.encoding.start_level=4", "scene.mlp_width=16", "scene.normals=finite_difference",
-    "export.resolution=16", "export.video_frames=0",
-]
+SMALL = [*SMALL_RUN, "train.steps=2", "scene.normals=finite_difference"]
 
 
 @pytest.mark.parametrize("name", shipped_configs())

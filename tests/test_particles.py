@@ -1,6 +1,5 @@
 """VSD particles (scene.particles): independent scenes, one drawn per step, one shared LoRA."""
 
-from pathlib import Path
 
 import pytest
 import torch
@@ -10,12 +9,11 @@ from sds3d import api
 from sds3d.config import load_config
 from sds3d.errors import ConfigError
 from sds3d.train import build_session, particles, train_step
-
-TINY = str(Path(__file__).parent / "configs" / "tiny.yaml")
+from tiny_models import TINY_CONFIG
 
 
 def config(tiny_sd_dir, *overrides):
-    return load_config(TINY, [f"guide.model={tiny_sd_dir}", "objective.name=vsd", "scene.particles=3", *overrides],
+    return load_config(TINY_CONFIG, [f"guide.model={tiny_sd_dir}", "objective.name=vsd", "scene.particles=3", *overrides],
                        "a hamburger")
 
 
@@ -51,7 +49,7 @@ def test_each_step_trains_only_the_particle_it_renders(tiny_sd_dir, monkeypatch)
 def test_run_exports_every_particle_and_resumes(tiny_sd_dir, tmp_path):
     overrides = [f"guide.model={tiny_sd_dir}", "objective.name=vsd", "scene.particles=2", "train.steps=6",
                  "export.formats=[glb]", "export.video_frames=0"]
-    result = api.generate("a hamburger", TINY, overrides, run_dir=tmp_path / "run")
+    result = api.generate("a hamburger", TINY_CONFIG, overrides, run_dir=tmp_path / "run")
     for path in (result.run_dir / "mesh.glb", result.run_dir / "particle-1" / "mesh.glb"):
         assert path in result.outputs and len(trimesh.load(path, force="mesh").faces) > 0
     resumed = api.resume(result.run_dir, ["train.steps=8"])

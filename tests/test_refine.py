@@ -1,7 +1,6 @@
 """The mesh stage: from a tiny NeRF run to a refined, textured mesh; its scene, regularisers and bad input."""
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,8 +11,8 @@ from sds3d.config import load_config
 from sds3d.errors import CheckpointError, ConfigError, ExportError
 from sds3d.scene.mesh import MeshScene, TextureField
 from sds3d.scene.nerf import NeRFField
+from tiny_models import TINY_CONFIG
 
-TINY = str(Path(__file__).parent / "configs" / "tiny.yaml")
 NERF = ["train.steps=4", "train.val_every=0", "export.formats=[glb]", "export.video_frames=0"]
 REFINE = ["refine.steps=3", "refine.width=32", "refine.height=32", "refine.mesh_resolution=32",
           "export.formats=[glb,obj]", "export.texture_resolution=64", "export.max_faces=2000", "train.log_every=1"]
@@ -22,7 +21,7 @@ REFINE = ["refine.steps=3", "refine.width=32", "refine.height=32", "refine.mesh_
 @pytest.fixture(scope="module")
 def nerf_run(tiny_sd_dir, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("refine") / "run"
-    return api.generate("a hamburger", TINY, [f"guide.model={tiny_sd_dir}", *NERF], run_dir=run_dir).run_dir
+    return api.generate("a hamburger", TINY_CONFIG, [f"guide.model={tiny_sd_dir}", *NERF], run_dir=run_dir).run_dir
 
 
 def test_refine_writes_a_textured_mesh_and_a_run_folder(nerf_run):
@@ -47,7 +46,7 @@ def test_refine_resumes_to_more_steps(nerf_run):
 
 
 def test_texture_field_starts_as_the_nerf_albedo():
-    cfg = load_config(TINY, prompt="x")
+    cfg = load_config(TINY_CONFIG, prompt="x")
     field = NeRFField(cfg.scene)
     torch.nn.init.normal_(field.encoding.table, std=0.5)
     points = torch.rand(100, 3) * 2 - 1
@@ -63,7 +62,7 @@ def octahedron(texture):
 def test_regularisers_on_an_octahedron():
     # Each vertex's four neighbours average to the origin, so |v - mean|^2 = |v|^2 = 1; adjacent face
     # normals (+-1, +-1, +-1)/sqrt(3) differ in one sign, so 1 - cos = 2/3 on every edge.
-    mesh = octahedron(TextureField(load_config(TINY, prompt="x").scene))
+    mesh = octahedron(TextureField(load_config(TINY_CONFIG, prompt="x").scene))
     torch.testing.assert_close(mesh.laplacian_loss(), torch.tensor(1.0))
     torch.testing.assert_close(mesh.normal_consistency_loss(), torch.tensor(2.0 / 3.0))
 
@@ -75,4 +74,4 @@ def test_bad_input_is_a_clear_error(nerf_run, tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         api.refine(tmp_path / "missing")
     with pytest.raises(ExportError, match="empty"):
-        MeshScene(torch.zeros(0, 3), torch.zeros(0, 3, dtype=torch.long), TextureField(load_config(TINY, prompt="x").scene))
+        MeshScene(torch.zeros(0, 3), torch.zeros(0, 3, dtype=torch.long), TextureField(load_config(TINY_CONFIG, prompt="x").scene))

@@ -23,10 +23,9 @@ from sds3d import api
 from sds3d.checkpoint import read_checkpoint
 from sds3d.config import load_config
 from sds3d.errors import CheckpointError, ConfigError
+from tiny_models import SMALL_RUN
 
-FAST = ["scene.encoding.levels=2", "scene.encoding.log2_table_size=8", "scene.encoding.max_resolution=16",
-        "scene.encoding.start_level=1", "render.width=16", "render.height=16", "train.val_every=0",
-        "train.val_resolution=16", "export.video_frames=0", "export.resolution=24", "export.texture=false"]
+FAST = [*SMALL_RUN, "export.resolution=24", "export.texture=false"]
 
 
 def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path, monkeypatch):

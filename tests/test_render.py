@@ -31,7 +31,8 @@ class Sphere:
 
 
 def renderer(samples=128, importance=0, radius=1.0):
-    cfg = SimpleNamespace(samples=samples, importance_samples=importance, chunk=4096, ambient=0.1, diffuse=0.9, light="point", headlight_lift=0.6)
+    cfg = SimpleNamespace(samples=samples, importance_samples=importance, chunk=4096, ambient=0.1, diffuse=0.9, light="point",
+                          headlight_lift=0.6)
     return VolumeRenderer(cfg, radius)
 
 

@@ -7,7 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from objective_fakes import SHAPE, B, L, D, TableGuide, constant, hand_alphas, known_eps, make_conditions, objective_config, per_item, redraw, run
+from objective_fakes import (SHAPE, B, D, L, TableGuide, constant, hand_alphas, known_eps, make_conditions, objective_config,
+                             per_item, redraw, run)
 
 from sds3d.cameras import make_cameras
 from sds3d.config import ASSETS_DIR, load_config
@@ -65,7 +66,8 @@ class TwoBlobs:
 
 
 def test_semantic_map_of_two_blobs_splits_left_and_right():
-    renderer = VolumeRenderer(SimpleNamespace(samples=96, importance_samples=0, chunk=4096, ambient=0.1, diffuse=0.9, light="point", headlight_lift=0.6), 1.0)
+    settings = SimpleNamespace(samples=96, importance_samples=0, chunk=4096, ambient=0.1, diffuse=0.9, light="point", headlight_lift=0.6)
+    renderer = VolumeRenderer(settings, 1.0)
     background = Background(SimpleNamespace(kind="solid", color=[1.0, 1.0, 1.0], frequencies=4, mlp_width=16))
     camera = make_cameras(torch.zeros(1), torch.zeros(1), torch.tensor([3.0]), torch.tensor([40.0]), 16, 16)  # front: viewer's left is -y
     with torch.no_grad():
@@ -150,7 +152,8 @@ def test_without_a_region_map_only_the_global_term_remains():
     conditions, eps = make_conditions(), known_eps(names=("cond", "negative"))
     guide = fake_guide(region_conditions(column_map()), eps)
     x = torch.randn(SHAPE, requires_grad=True)
-    run(SemanticSDS, semantic_config("sds", "objective.guidance_scale=20", "objective.semantic.global_weight=0.25"), guide, x, conditions, seed=2)
+    config = semantic_config("sds", "objective.guidance_scale=20", "objective.semantic.global_weight=0.25")
+    run(SemanticSDS, config, guide, x, conditions, seed=2)
     t, noise = redraw(2, 20, 980, x)
     expected = 0.25 * per_item(1.0 - hand_alphas()[t]) * (eps["negative"] + 20.0 * (eps["cond"] - eps["negative"]) - noise)
     assert torch.allclose(x.grad * B, expected, atol=1e-4)

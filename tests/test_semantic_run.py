@@ -12,12 +12,10 @@ from sds3d.cli import app
 from sds3d.config import ASSETS_DIR
 from sds3d.layout import parse_layout
 from sds3d.world.scenes import parse_caption
+from tiny_models import SMALL_RUN
 
 PAIR = ASSETS_DIR / "layouts" / "cube-left-of-sphere.yaml"
-SMALL = ["device=cpu", "train.steps=4", "train.log_every=1", "train.val_every=0", "train.val_resolution=16",
-         "render.width=12", "render.height=12", "render.samples=12", "render.importance_samples=4",
-         "scene.encoding.levels=4", "scene.encoding.log2_table_size=10", "scene.encoding.max_resolution=32",
-         "export.resolution=24", "export.video_frames=0"]
+SMALL = [*SMALL_RUN, "train.steps=4", "export.resolution=24"]
 
 
 def test_run_with_a_two_object_layout_writes_a_glb(tmp_path):

@@ -53,7 +53,8 @@ class BatchIndex:
             return {row["name"]: JobRecord(**{k: v for k, v in row.items() if k in known}) for row in rows}
         except (ValueError, KeyError, TypeError) as exc:
             raise ConfigError(f"cannot read the batch index '{path}': {exc}",
-                              hint="delete it and run the same command again; each job then resumes from its run folder's checkpoint") from exc
+                              hint="delete it and run the same command again; each job then resumes from its run folder's "
+                                   "checkpoint") from exc
 
     def __getitem__(self, name: str) -> JobRecord:
         return self.records[name]

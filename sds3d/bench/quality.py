@@ -92,8 +92,8 @@ def score_run(run_dir: Path, prompt: str) -> Dict:
     azimuth = torch.tensor([-180.0, -90.0, 0.0, 90.0]) - offset
     truth = ground_truth(truth_scene, cfg.cameras, azimuth, RESOLUTION).rgb
     picture = torch.cat([torch.cat(list(rgb), dim=1), torch.cat(list(truth), dim=1)], dim=0)
-    return {"iou": iou, "mesh_iou": exported_asset_iou(cfg, scene, truth_scene), "turn_deg": offset, "colour_error": float(np.mean([o["colour_error"] for o in objects])),
-            "objects": objects, "picture": picture}
+    return {"iou": iou, "mesh_iou": exported_asset_iou(cfg, scene, truth_scene), "turn_deg": offset,
+            "colour_error": float(np.mean([o["colour_error"] for o in objects])), "objects": objects, "picture": picture}
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -151,7 +151,8 @@ def run_quality(methods: Sequence[str], overrides: Sequence[str], out_dir: Path,
 def format_table(rows: List[Dict]) -> str:
     lines = [f"{'method':<16} {'set':<9} {'prompt':<44} {'IoU':>5} {'GLB IoU':>7} {'colour':>6} {'steps':>5} {'s/step':>6} {'wall s':>7}"]
     for r in rows:
-        lines.append(f"{r['method'] + ' (' + r['objective'] + ')':<16} {r['set']:<9} {r['prompt']:<44} {r['iou']:>5.2f} {r['mesh_iou']:>7.2f} "
+        lines.append(f"{r['method'] + ' (' + r['objective'] + ')':<16} {r['set']:<9} {r['prompt']:<44} {r['iou']:>5.2f} "
+                     f"{r['mesh_iou']:>7.2f} "
                      f"{r['colour_error']:>6.3f} {r['steps']:>5d} {r['s_per_step']:>6.2f} {r['wall_s']:>7.1f}")
         if len(r["objects"]) > 1:
             parts = "  ".join(f"object {k + 1}: IoU {o['iou']:.2f} colour {o['colour_error']:.3f}" for k, o in enumerate(r["objects"]))

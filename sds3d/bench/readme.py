@@ -85,10 +85,12 @@ def load_bench_folders(folders: Sequence[Path]) -> tuple:
     for folder in folders:
         results, picture = Path(folder) / "quality.json", Path(folder) / "quality.png"
         if not results.is_file() or not picture.is_file():
-            raise ConfigError(f"'{folder}' holds no quality.json and quality.png", hint="give folders that `sds3d bench quality --out` wrote")
+            raise ConfigError(f"'{folder}' holds no quality.json and quality.png",
+                              hint="give folders that `sds3d bench quality --out` wrote")
         try:
             rows += json.loads(read_text(results, "benchmark results"))
         except json.JSONDecodeError as exc:
-            raise ConfigError(f"'{results}' is not valid JSON (line {exc.lineno}): {exc.msg}", hint="rerun the benchmark into that folder") from exc
+            raise ConfigError(f"'{results}' is not valid JSON (line {exc.lineno}): {exc.msg}",
+                              hint="rerun the benchmark into that folder") from exc
         pictures.append(picture)
     return rows, pictures

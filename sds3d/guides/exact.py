@@ -15,9 +15,10 @@ import logging
 from typing import Dict, List, Tuple
 
 import torch
+from omegaconf import OmegaConf
 
 from sds3d.cameras import VIEWS, Cameras, make_cameras, sample_cameras, view_labels
-from sds3d.config import load_config
+from sds3d.config_schema import CameraConfig
 from sds3d.errors import ConfigError
 from sds3d.guides.pixel import pixel_decode, pixel_encode
 from sds3d.world.render import render_scenes
@@ -53,7 +54,7 @@ class ExactDenoiserGuide:
         scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2")
         self.alphas_cumprod = scheduler.alphas_cumprod.to(device=device, dtype=torch.float32)
         self.device, self.resolution, self.views, self.seed = torch.device(device), resolution, views, seed
-        self.cameras = load_config(prompt="x").cameras
+        self.cameras = OmegaConf.structured(CameraConfig)  # a default run's cameras
         self._renders: Dict[str, Tuple[torch.Tensor, List[str]]] = {}  # scene caption -> images [V, 3, r, r], labels
         self._sets: List[Tuple[str, torch.Tensor]] = []  # set id - 1 -> (scene caption, render indices)
         self._ids: Dict[str, int] = {"": _UNION}
@@ -63,7 +64,8 @@ class ExactDenoiserGuide:
         """``exact:world`` or ``exact:world@<resolution>``."""
         name, _, resolution = spec.removeprefix("exact:").partition("@")
         if name != "world" or not (resolution == "" or (resolution.isdigit() and int(resolution) > 0)):
-            raise ConfigError(f"unknown exact guide '{spec}'", hint="use guide.model=exact:world or exact:world@<resolution>, e.g. exact:world@64")
+            raise ConfigError(f"unknown exact guide '{spec}'",
+                              hint="use guide.model=exact:world or exact:world@<resolution>, e.g. exact:world@64")
         guide = cls(device, int(resolution or 32))
         log.info("guide: exact denoiser of world renders on %s, %d px, %d views per prompt", device, guide.resolution, guide.views)
         return guide

@@ -46,7 +46,8 @@ def plan_layout(prompt: str, url: str, model: str = "", api_key_env: str = "OPEN
             answer = json.loads(response.read())
         content = answer["choices"][0]["message"]["content"]
     except urllib.error.HTTPError as exc:
-        raise Sds3dError(f"layout planner at {endpoint} answered HTTP {exc.code}: {exc.read()[:200].decode(errors='replace')}", hint=hint) from exc
+        body = exc.read()[:200].decode(errors="replace")
+        raise Sds3dError(f"layout planner at {endpoint} answered HTTP {exc.code}: {body}", hint=hint) from exc
     except (urllib.error.URLError, OSError) as exc:
         raise Sds3dError(f"cannot reach the layout planner at {endpoint}: {getattr(exc, 'reason', exc)}", hint=hint) from exc
     except (ValueError, KeyError, IndexError, TypeError) as exc:

@@ -52,7 +52,7 @@ class Box:
         return sides[0] * sides[1] * sides[2]
 
     def contains(self, other: "Box", tol: float = 1e-6) -> bool:
-        return all(lo - tol <= l and h <= hi + tol for lo, hi, l, h in zip(self.low, self.high, other.low, other.high))
+        return all(lo - tol <= low and high <= hi + tol for lo, hi, low, high in zip(self.low, self.high, other.low, other.high))
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,8 @@ class Layout:
             return {"center": list(b.center), "size": list(b.size)}
 
         return {"prompt": self.prompt, "objects": [
-            {"prompt": o.prompt, **box(o.box), "yaw": o.yaw, **({"parts": [{"prompt": p.prompt, **box(p.box)} for p in o.parts]} if o.parts else {})}
+            {"prompt": o.prompt, **box(o.box), "yaw": o.yaw,
+             **({"parts": [{"prompt": p.prompt, **box(p.box)} for p in o.parts]} if o.parts else {})}
             for o in self.objects]}
 
 
@@ -117,7 +118,8 @@ def load_layout(path: str, radius: Optional[float] = None) -> Layout:
     """Reads and validates a layout file; with ``radius``, every box must fit in the scene cube."""
     file = Path(path).expanduser()
     if not file.is_file():
-        raise ConfigError(f"layout file '{path}' does not exist", hint="give a YAML or JSON layout, e.g. assets/layouts/cube-left-of-sphere.yaml")
+        raise ConfigError(f"layout file '{path}' does not exist",
+                          hint="give a YAML or JSON layout, e.g. assets/layouts/cube-left-of-sphere.yaml")
     text = read_text(file, "layout")
     try:
         data = json.loads(text) if file.suffix == ".json" else yaml.safe_load(text)

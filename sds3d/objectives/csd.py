@@ -16,7 +16,8 @@ class CSD(Objective):
     """Classifier Score Distillation: w(t) (eps(y) - eps("")), optionally annealed towards eps(y) - eps(y_neg)."""
 
     def forward(self, guide, x: torch.Tensor, conditions, step: int) -> ObjectiveOutput:
-        scales = {k: schedule(getattr(self.config.csd, f"{k}_scale"), step, self.total_steps) for k in ("cond", "negative", "null", "noise")}
+        scales = {k: schedule(getattr(self.config.csd, f"{k}_scale"), step, self.total_steps)
+                  for k in ("cond", "negative", "null", "noise")}
         t = self.timesteps(x.shape[0], guide, step)
         noise = torch.randn_like(x)
         eps = predict(guide, add_noise(x.detach(), noise, t, guide.alphas_cumprod), t, conditions, ("cond", "negative", "empty"))

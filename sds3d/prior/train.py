@@ -13,12 +13,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from diffusers import UNet2DConditionModel
 from diffusers.training_utils import EMAModel
+from omegaconf import OmegaConf
 from transformers import CLIPTextModel
 from tqdm import tqdm
 
 from sds3d.atomic import atomic_write
 from sds3d.checkpoint import rng_state, set_rng_state
-from sds3d.config import load_config
+from sds3d.config_schema import CameraConfig
 from sds3d.prior.data import render_dataset
 from sds3d.prior.degrade import degrade_batch
 from sds3d.prior.model import MAX_TOKENS, Prior, build_prior
@@ -37,7 +38,7 @@ def load_dataset(work_dir: Path, count: int, resolution: int, seed: int, pair_pr
     if path.is_file():
         data = torch.load(path, weights_only=False)
         return data["images"], data["captions"], data["cameras"]
-    cameras = load_config(prompt="world").cameras
+    cameras = OmegaConf.structured(CameraConfig)  # a default run's cameras: the images show what runs render
     images, captions, features = render_dataset(count, resolution, cameras, seed, pair_prob=pair_prob)
     with atomic_write(path) as tmp:
         torch.save({"images": images, "captions": captions, "cameras": features}, tmp)

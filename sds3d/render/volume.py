@@ -33,7 +33,8 @@ def ray_box_bounds(origins: torch.Tensor, dirs: torch.Tensor, radius: float):
 
 def stratified_depths(near, far, count: int, jitter: bool) -> torch.Tensor:
     """[N, count] depths, one per equal bin of [near, far], uniform within its bin when ``jitter``."""
-    offsets = torch.rand(near.shape[0], count, device=near.device) if jitter else torch.full((near.shape[0], count), 0.5, device=near.device)
+    shape = (near.shape[0], count)
+    offsets = torch.rand(shape, device=near.device) if jitter else torch.full(shape, 0.5, device=near.device)
     bins = (torch.arange(count, device=near.device) + offsets) / count  # [N, count]
     return near[:, None] + (far - near)[:, None] * bins
 

@@ -153,10 +153,10 @@ class HashGridEncoding(nn.Module):
         log_growth = math.log(max_resolution / base_resolution) / (n_levels - 1) if n_levels > 1 else 0.0
         self.per_level_scale = math.exp(log_growth)
         # rounded so that float error in b**l cannot push an exact N_max - 1 past an integer and add a row
-        scales = [round(base_resolution * self.per_level_scale**l - 1, 6) for l in range(n_levels)]
+        scales = [round(base_resolution * self.per_level_scale**level - 1, 6) for level in range(n_levels)]
         resolutions = [math.ceil(s) + 1 for s in scales]
         sizes = [min(2**log2_table_size, -(-r**3 // 8) * 8) for r in resolutions]
-        offsets = [sum(sizes[:l]) for l in range(n_levels)]
+        offsets = [sum(sizes[:level]) for level in range(n_levels)]
         self.register_buffer("scales", torch.tensor(scales, dtype=torch.float64), persistent=False)
         self.register_buffer("resolutions", torch.tensor(resolutions), persistent=False)
         self.register_buffer("sizes", torch.tensor(sizes), persistent=False)

@@ -71,7 +71,8 @@ class MeshScene(nn.Module):
         vertices = self.geometry()[0]
         a, b = self.edges.unbind(1)
         summed = torch.zeros_like(vertices).index_add(0, a, vertices[b]).index_add(0, b, vertices[a])
-        degree = torch.zeros_like(vertices[:, 0]).index_add(0, self.edges.reshape(-1), torch.ones_like(self.edges.reshape(-1), dtype=vertices.dtype))
+        ends = self.edges.reshape(-1)
+        degree = torch.zeros_like(vertices[:, 0]).index_add(0, ends, torch.ones_like(ends, dtype=vertices.dtype))
         return ((vertices - summed / degree.clamp(min=1)[:, None]) ** 2).sum(-1).mean()
 
     def normal_consistency_loss(self) -> torch.Tensor:

@@ -1,0 +1,111 @@
+"""What the schema says, written out: ``configs/base.yaml`` (every default with its documentation) and the key listing
+of ``sds3d keys``. ``python -m sds3d.config_docs`` rewrites base.yaml after the schema changes."""
+
+import dataclasses
+import textwrap
+import typing
+from pathlib import Path
+from typing import Iterator, List, Optional, Tuple
+
+import yaml
+
+from sds3d.config_schema import MISSING_VALUE, RunConfig, Schedulable
+
+BASE_YAML = Path(__file__).parent / "configs" / "base.yaml"
+COMMENT_COLUMN = 30
+WIDTH = 120
+HEADER = """\
+# Every default of a run, one documented key each: a CPU-sized run on the bundled prior (used without --config).
+# Generated from sds3d/config_schema.py by `python -m sds3d.config_docs`: edit the schema, not this file.
+# A method YAML starts with `defaults: [base]` and states only what differs. Keys marked (schedule) take a number or
+# [start_step, start_value, end_value, end_step] (linear between the steps, clamped outside); when end_step is
+# a float in (0, 1], both steps are fractions of the run: [0, 10, 1, 0.5] falls over the first half of any run.
+"""
+
+
+def fields(schema: type = RunConfig, prefix: str = "") -> Iterator[Tuple[str, dataclasses.Field, int]]:
+    """Every field of the schema, depth first in declaration order: (dotted key, field, depth)."""
+    for f in dataclasses.fields(schema):
+        yield prefix + f.name, f, prefix.count(".")
+        if dataclasses.is_dataclass(f.type):
+            yield from fields(f.type, f"{prefix}{f.name}.")
+
+
+def field_at(key: str) -> Optional[dataclasses.Field]:
+    """The schema's field for a dotted key, or None when there is none."""
+    return next((f for k, f, _ in fields() if k == key), None)
+
+
+def is_schedule(f: dataclasses.Field) -> bool:
+    return f.type is Schedulable
+
+
+def choices(f: dataclasses.Field) -> Tuple[str, ...]:
+    """A Literal field's values (a list of Literals: its items' values); () for any other field."""
+    hint = f.type
+    if typing.get_origin(hint) in (list, List):
+        hint = typing.get_args(hint)[0]
+    return typing.get_args(hint) if typing.get_origin(hint) is typing.Literal else ()
+
+
+def describe(f: dataclasses.Field) -> str:
+    """The field's documentation as base.yaml and `sds3d keys` show it."""
+    doc = f.metadata.get("doc", "")
+    return f"(schedule) {doc}" if is_schedule(f) else doc
+
+
+def default(f: dataclasses.Field):
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return f.default
+
+
+def _yaml_value(value) -> str:
+    if value == MISSING_VALUE:
+        return MISSING_VALUE
+    if value == "":
+        return '""'
+    text = yaml.safe_dump(value, default_flow_style=True, width=10**6).strip()
+    return text.removesuffix("\n...").removesuffix("...").strip()
+
+
+def _commented(code: str, doc: str, indent: str) -> List[str]:
+    if not doc:
+        return [code]
+    column = max(COMMENT_COLUMN, len(code) + 2)
+    lines = textwrap.wrap(doc, WIDTH - column - 2, break_on_hyphens=False) or [""]
+    first = f"{code:<{column}}# {lines[0]}"
+    return [first] + [f"{'':<{column}}# {line}" for line in lines[1:]]
+
+
+def base_yaml() -> str:
+    """configs/base.yaml's text: the schema's defaults, each key with its documentation."""
+    out = [HEADER.rstrip("\n")]
+    for key, f, depth in fields():
+        indent = "  " * depth
+        name = key.rsplit(".", 1)[-1]
+        if depth == 0 and dataclasses.is_dataclass(f.type) or depth == 0 and out[-1].startswith("  "):
+            out.append("")
+        code = f"{indent}{name}:" if dataclasses.is_dataclass(f.type) else f"{indent}{name}: {_yaml_value(default(f))}"
+        out += _commented(code, describe(f), indent)
+    return "\n".join(out) + "\n"
+
+
+def key_listing(prefix: str = "") -> List[str]:
+    """``key = default  doc`` for every key under ``prefix`` (a dotted section or key; "" for all)."""
+    lines = []
+    for key, f, _ in fields():
+        if dataclasses.is_dataclass(f.type) or not (key == prefix or key.startswith(prefix.rstrip(".") + ".") or not prefix):
+            continue
+        lines.append(f"{key} = {_yaml_value(default(f))}    {describe(f)}")
+    return lines
+
+
+def sections() -> List[Tuple[str, str]]:
+    """The top-level sections with their documentation."""
+    return [(key, describe(f)) for key, f, depth in fields() if depth == 0 and dataclasses.is_dataclass(f.type)]
+
+
+if __name__ == "__main__":
+    BASE_YAML.write_text(base_yaml())
+    print(f"wrote {BASE_YAML}")
