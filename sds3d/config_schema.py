@@ -20,6 +20,7 @@ Schedulable = Annotated[Any, Schedule]
 # objective.name's choices; sds3d.objectives.OBJECTIVES maps each to its class (a test keeps the two equal).
 ObjectiveName = Literal["sds", "sjc", "vsd", "csd", "nfsd", "ism", "bsd", "semantic"]
 OBJECTIVE_NAMES = get_args(ObjectiveName)
+Rasterizer = Literal["torch", "nvdiffrast"]
 
 MISSING_VALUE = "???"  # OmegaConf's marker of a key without a value
 
@@ -320,8 +321,7 @@ class RefineConfig:
     steps: int = key(200, "optimisation steps of the mesh stage (its train.steps)", positive=True)
     width: int = key(64, "its render width, above the NeRF stage's", positive=True)
     height: int = key(64, "its render height", positive=True)
-    rasterizer: Literal["torch", "nvdiffrast"] = key("torch", "torch (CPU and GPU) | nvdiffrast (CUDA, when "
-                                                              "installed)")
+    rasterizer: Rasterizer = key("torch", "torch (CPU and GPU) | nvdiffrast (CUDA, when installed)")
     mesh_resolution: int = key(128, "marching-cubes grid of the starting mesh", positive=True)
     lr_offsets: float = key(1.0e-4, "Adam learning rate of the vertex offsets (scene units)")
     lr_texture: float = key(0.003, "of the texture field's hash grid and MLP")

@@ -8,18 +8,7 @@ import itertools
 
 import pytest
 import torch
-from objective_fakes import (
-    SHAPE,
-    B,
-    TableGuide,
-    constant_guide,
-    hand_alphas,
-    make_conditions,
-    objective_config,
-    per_item,
-    redraw,
-    run,
-)
+from objective_fakes import SHAPE, B, TableGuide, constant_guide, hand_alphas, make_conditions, objective_config, per_item, redraw, run
 
 from sds3d.objectives.bsd import BSD, min_norm_weight
 from sds3d.objectives.ism import ISM

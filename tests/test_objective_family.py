@@ -5,18 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from objective_fakes import (
-    SHAPE,
-    B,
-    constant_guide,
-    hand_alphas,
-    known_eps,
-    make_conditions,
-    objective_config,
-    per_item,
-    redraw,
-    run,
-)
+from objective_fakes import SHAPE, B, constant_guide, hand_alphas, known_eps, make_conditions, objective_config, per_item, redraw, run
 
 from sds3d.objectives.base import inject, weight
 from sds3d.objectives.csd import CSD

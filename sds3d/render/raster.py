@@ -17,17 +17,18 @@ The surface arrives as an object with ``geometry() -> (vertices [V, 3], faces [F
 """
 
 from dataclasses import dataclass
-from typing import Callable, Optional, Tuple
+from typing import Callable, Optional, Tuple, get_args
 
 import torch
 import torch.nn.functional as F
 
+from sds3d.config_schema import Rasterizer
 from sds3d.errors import ConfigError
 from sds3d.render.shading import light_directions, shade
 from sds3d.render.output import RenderOutput
 
 NEAR = 1e-3  # triangles with a vertex nearer than this (or behind the camera) are not drawn
-RASTERIZERS = ("torch", "nvdiffrast")
+RASTERIZERS = get_args(Rasterizer)
 
 
 @dataclass
