@@ -45,6 +45,12 @@ def test_dreamfusion_sd_recipe():
     assert cfg.cameras == load_config(prompt="x").cameras  # the rest comes from base
 
 
+@pytest.mark.parametrize("name", [n for n in shipped_configs() if n.endswith("-sd")])
+def test_every_stable_diffusion_recipe_lets_every_render_teach_colour(name):
+    """The colour gate is tuned on the bundled prior; a method's prior recipe must not carry it onto SD."""
+    assert load_config(name, prompt="a red cube").objective.colour_t_max == 1.0
+
+
 def test_base_uses_the_bundled_prior():
     from sds3d.config import ASSETS_DIR
 
