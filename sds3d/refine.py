@@ -53,15 +53,15 @@ def mesh_stage(cfg, surface: MeshScene, background: Background) -> Stage:
         {"params": surface.texture.parameters(), "lr": cfg.refine.lr_texture},
         {"params": background.parameters(), "lr": cfg.train.lr_background},
     ]
-    return Stage(scene, MeshRenderer(cfg.render, cfg.refine.rasterizer), groups, partial(mesh_regularisers, surface, cfg),
+    return Stage(scene, MeshRenderer(cfg.render, cfg.refine.rasterizer), groups, partial(mesh_regularisers, surface, cfg.refine),
                  partial(export_refined, scene, cfg))
 
 
-def mesh_regularisers(surface: MeshScene, cfg, out, step: int) -> Dict[str, torch.Tensor]:
+def mesh_regularisers(surface: MeshScene, refine_cfg, out, step: int) -> Dict[str, torch.Tensor]:
     """Laplacian smoothing and normal consistency, weighted by their (scheduled) lambdas."""
     terms = {}
     for name, loss in (("laplacian", surface.laplacian_loss), ("normal_consistency", surface.normal_consistency_loss)):
-        weight = schedule(getattr(cfg.refine, f"lambda_{name}"), step, cfg.refine.steps)
+        weight = schedule(getattr(refine_cfg, f"lambda_{name}"), step, refine_cfg.steps)
         if weight > 0:
             terms[name] = weight * loss()
     return terms

@@ -81,18 +81,19 @@ def set_learning_rates(optimizer: torch.optim.Optimizer, step: int, total_steps:
             group["lr"] = schedule(group["lr_schedule"], step, total_steps)
 
 
-def build_optimizer(scene_groups: List[dict], objective: nn.Module, cfg) -> torch.optim.Optimizer:
+def build_optimizer(scene_groups: List[dict], objective: nn.Module, train_cfg) -> torch.optim.Optimizer:
+    """Adam over the stage's groups and the objective's own parameters (VSD's LoRA), with ``train``'s betas and eps."""
     groups = [*scene_groups, {"params": objective.parameters(), "lr": objective.lr}]
     groups = [g | {"params": list(g["params"])} for g in groups]
-    return torch.optim.Adam([g for g in groups if g["params"]], betas=tuple(cfg.train.betas), eps=cfg.train.eps)
+    return torch.optim.Adam([g for g in groups if g["params"]], betas=tuple(train_cfg.betas), eps=train_cfg.eps)
 
 
-def regularisers(out, step: int, cfg) -> Dict[str, torch.Tensor]:
+def regularisers(out, step: int, train_cfg) -> Dict[str, torch.Tensor]:
     """DreamFusion's orientation loss, threestudio's sparsity and opaque (opacity entropy) terms, and a haze
     term (a concave opacity penalty, steepest where the opacity is faint), weighted."""
     terms = {}
     names = ("orient", "sparsity", "opaque", "haze")
-    weights = {k: schedule(getattr(cfg.train, f"lambda_{k}"), step, cfg.train.steps) for k in names}
+    weights = {k: schedule(getattr(train_cfg, f"lambda_{k}"), step, train_cfg.steps) for k in names}
     if weights["orient"] > 0 and out.orient is not None:
         terms["orient"] = weights["orient"] * out.orient.mean()
     if weights["sparsity"] > 0:
@@ -128,7 +129,7 @@ def nerf_stage(cfg, layout=None) -> Stage:
         scheduled_group(scene["latent_head"].parameters() if "latent_head" in scene else [], cfg.train.lr_network),
     ]
     renderer = VolumeRenderer(cfg.render, cfg.scene.radius, cfg.render.occupancy_grid)
-    return Stage(scene, renderer, groups, lambda out, step: regularisers(out, step, cfg),
+    return Stage(scene, renderer, groups, lambda out, step: regularisers(out, step, cfg.train),
                  lambda run_dir, timer: export_particles(scene, cfg, run_dir, timer))
 
 
@@ -195,7 +196,7 @@ def build_session(cfg, guide=None, build_stage: Callable[..., Stage] = nerf_stag
     stage = build_stage(cfg, layout)
     scene = stage.scene.to(device)
     objective = build_objective(cfg.objective, guide, cfg.train.steps).to(device)
-    optimizer = build_optimizer(stage.param_groups, objective, cfg)
+    optimizer = build_optimizer(stage.param_groups, objective, cfg.train)
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.train.amp and device.type == "cuda")
     return Session(cfg, device, guide, prompts, scene, objective, optimizer, scaler, stage.renderer, stage.regularisers, stage.export)
 

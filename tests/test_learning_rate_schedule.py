@@ -27,7 +27,7 @@ class ParameterFreeObjective(torch.nn.Module):
 def test_the_nerf_stage_schedules_the_fields_encoding_and_network():
     cfg = load_config(overrides=["train.lr_network=[0,0.01,0.001,1.0]", "train.lr_encoding=0.02"], prompt="a red cube")
     stage = nerf_stage(cfg)
-    optimizer = build_optimizer(stage.param_groups, ParameterFreeObjective(), cfg)
+    optimizer = build_optimizer(stage.param_groups, ParameterFreeObjective(), cfg.train)
     set_learning_rates(optimizer, cfg.train.steps // 2, cfg.train.steps)
     encoding, network = optimizer.param_groups[:2]
     assert (encoding["lr"], network["lr"]) == pytest.approx((0.02, 0.0055))

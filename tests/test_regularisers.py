@@ -12,7 +12,7 @@ def opacity_slopes(term: str, values=(0.0, 0.5, 1.0)):
     cfg = load_config(overrides=["train.lambda_sparsity=0", "train.lambda_haze=0", f"train.lambda_{term}=2.0"], prompt="a red cube")
     opacity = torch.tensor(values).view(1, 1, -1, 1).requires_grad_(True)
     out = RenderOutput(rgb=torch.zeros(1, 1, len(values), 3), opacity=opacity, depth=torch.zeros_like(opacity))
-    terms = regularisers(out, 0, cfg)
+    terms = regularisers(out, 0, cfg.train)
     assert set(terms) == {term}
     terms[term].backward()
     return opacity.grad.flatten() * len(values) / 2.0  # per pixel, per unit weight
