@@ -136,7 +136,8 @@ class ObjectiveConfig:
                "| sigma_over_alpha (ISM)")
     t_schedule: Literal["random", "sqrt_anneal", "dreamtime"] = key(
         "random", "random: t ~ U[t_min, t_max] per view | sqrt_anneal: HiFA's deterministic t_max -> t_min along "
-                  "sqrt(step/steps) | dreamtime: DreamTime's prior-weighted descent")
+                  "sqrt(step/steps), for long runs (in 400 steps on the bundled prior its last, low-noise steps leave "
+                  "sparsity to erase the NeRF) | dreamtime: DreamTime's prior-weighted descent")
     t_unit: Literal["fraction", "alphabar"] = key(
         "fraction", "what t_min and t_max are: fraction (of the model's T) | alphabar (the noise level alphabar_t, "
                     "so the bound means the same noise on any schedule: t_min 0.999, t_max 0.05; the bound is the "
