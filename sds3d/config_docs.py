@@ -97,8 +97,22 @@ def key_listing(prefix: str = "") -> List[str]:
     for key, f, _ in fields():
         if dataclasses.is_dataclass(f.type) or not (key == prefix or key.startswith(prefix.rstrip(".") + ".") or not prefix):
             continue
-        lines.append(f"{key} = {_yaml_value(default(f))}    {describe(f)}")
+        lines.append(f"{key} = {_yaml_value(default(f))}    {describe(f)}{_valid(f)}")
     return lines
+
+
+def _valid(f: dataclasses.Field) -> str:
+    """What validation accepts, when the schema says more than the type."""
+    meta = f.metadata
+    if choices(f):
+        return f"  [one of: {', '.join(choices(f))}]"
+    if meta.get("low") is not None and meta.get("high") is not None:
+        return f"  [{meta['low']:g} to {meta['high']:g}]"
+    if meta.get("positive"):
+        return "  [above 0]"
+    if meta.get("low") is not None:
+        return f"  [{meta['low']:g} or more]"
+    return ""
 
 
 def sections() -> List[Tuple[str, str]]:

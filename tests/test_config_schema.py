@@ -67,3 +67,9 @@ def test_keys_of_an_unknown_section_names_it():
 def test_run_help_lists_the_sections():
     result = CliRunner().invoke(app, ["run", "--help"])
     assert all(name in result.output for name in ("objective", "render", "export", "sds3d keys"))
+
+
+def test_keys_shows_what_validation_accepts():
+    listing = {line.split(" = ")[0]: line for line in CliRunner().invoke(app, ["keys"]).output.splitlines()}
+    assert listing["objective.name"].endswith("[one of: sds, sjc, vsd, csd, nfsd, ism, bsd, semantic]")
+    assert listing["objective.colour_t_max"].endswith("[0 to 1]") and listing["train.steps"].endswith("[above 0]")
