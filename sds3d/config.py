@@ -14,9 +14,8 @@ import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
-from sds3d.config_docs import choices, field_at, is_schedule
-from sds3d.config_docs import fields as schema_fields
-from sds3d.config_schema import RunConfig
+from sds3d.config_schema import RunConfig, choices, field_at, is_schedule
+from sds3d.config_schema import fields as schema_fields
 from sds3d.errors import ConfigError
 from sds3d.files import read_text, yaml_error, yaml_problem
 
@@ -138,7 +137,7 @@ def _explain(exc: OmegaConfBaseException) -> ConfigError:
     schema_key = re.sub(r"\[\d+\]$", "", key)  # export.formats[0] is export.formats' first item
     f = field_at(schema_key)
     if f is not None and choices(f):
-        what = f"{schema_key.rsplit('.', 1)[-1].removesuffix('s')}" if schema_key != key else "value"
+        what = schema_key.rsplit(".", 1)[-1].removesuffix("s") if schema_key != key else "value"  # a list's item: "format"
         return ConfigError(f"{schema_key}: unknown {what} '{exc.value}'", hint=f"choose one of: {', '.join(choices(f))}")
     doc = f"{f.metadata['doc']}; " if f is not None else ""
     return ConfigError(f"bad value for '{key}': {message}",

@@ -3,13 +3,12 @@ of ``sds3d keys``. ``python -m sds3d.config_docs`` rewrites base.yaml after the 
 
 import dataclasses
 import textwrap
-import typing
 from pathlib import Path
-from typing import Iterator, List, Optional, Tuple
+from typing import List, Tuple
 
 import yaml
 
-from sds3d.config_schema import MISSING_VALUE, RunConfig, Schedulable
+from sds3d.config_schema import MISSING_VALUE, choices, default, describe, fields
 
 BASE_YAML = Path(__file__).parent / "configs" / "base.yaml"
 COMMENT_COLUMN = 30
@@ -21,43 +20,6 @@ HEADER = """\
 # [start_step, start_value, end_value, end_step] (linear between the steps, clamped outside); when end_step is
 # a float in (0, 1], both steps are fractions of the run: [0, 10, 1, 0.5] falls over the first half of any run.
 """
-
-
-def fields(schema: type = RunConfig, prefix: str = "") -> Iterator[Tuple[str, dataclasses.Field, int]]:
-    """Every field of the schema, depth first in declaration order: (dotted key, field, depth)."""
-    for f in dataclasses.fields(schema):
-        yield prefix + f.name, f, prefix.count(".")
-        if dataclasses.is_dataclass(f.type):
-            yield from fields(f.type, f"{prefix}{f.name}.")
-
-
-def field_at(key: str) -> Optional[dataclasses.Field]:
-    """The schema's field for a dotted key, or None when there is none."""
-    return next((f for k, f, _ in fields() if k == key), None)
-
-
-def is_schedule(f: dataclasses.Field) -> bool:
-    return f.type is Schedulable
-
-
-def choices(f: dataclasses.Field) -> Tuple[str, ...]:
-    """A Literal field's values (a list of Literals: its items' values); () for any other field."""
-    hint = f.type
-    if typing.get_origin(hint) in (list, List):
-        hint = typing.get_args(hint)[0]
-    return typing.get_args(hint) if typing.get_origin(hint) is typing.Literal else ()
-
-
-def describe(f: dataclasses.Field) -> str:
-    """The field's documentation as base.yaml and `sds3d keys` show it."""
-    doc = f.metadata.get("doc", "")
-    return f"(schedule) {doc}" if is_schedule(f) else doc
-
-
-def default(f: dataclasses.Field):
-    if f.default_factory is not dataclasses.MISSING:
-        return f.default_factory()
-    return f.default
 
 
 def _yaml_value(value) -> str:

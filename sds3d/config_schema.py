@@ -5,8 +5,10 @@ their choices), ``config.validate`` checks the ranges given here, ``configs/base
 (``python -m sds3d.config_docs``; a test fails when the file drifts) and ``sds3d keys`` lists it.
 """
 
+import dataclasses
+import typing
 from dataclasses import dataclass, field
-from typing import Annotated, Any, List, Literal, Optional, get_args
+from typing import Annotated, Any, Iterator, List, Literal, Optional, Tuple, get_args
 
 
 class Schedule:
@@ -364,3 +366,43 @@ class RunConfig:
                                                  "logging keys apply as before")
     image: ImageConfig = section(ImageConfig, "`sds3d image PROMPT`: the 2D playground optimises one image with the "
                                               "objective")
+
+
+# Reading the schema: what validation, base.yaml and `sds3d keys` walk.
+
+
+def fields(schema: type = RunConfig, prefix: str = "") -> Iterator[Tuple[str, dataclasses.Field, int]]:
+    """Every field of the schema, depth first in declaration order: (dotted key, field, depth)."""
+    for f in dataclasses.fields(schema):
+        yield prefix + f.name, f, prefix.count(".")
+        if dataclasses.is_dataclass(f.type):
+            yield from fields(f.type, f"{prefix}{f.name}.")
+
+
+def field_at(key: str) -> Optional[dataclasses.Field]:
+    """The schema's field for a dotted key, or None when there is none."""
+    return next((f for k, f, _ in fields() if k == key), None)
+
+
+def is_schedule(f: dataclasses.Field) -> bool:
+    return f.type is Schedulable
+
+
+def choices(f: dataclasses.Field) -> Tuple[str, ...]:
+    """A Literal field's values (a list of Literals: its items' values); () for any other field."""
+    hint = f.type
+    if typing.get_origin(hint) in (list, List):
+        hint = typing.get_args(hint)[0]
+    return typing.get_args(hint) if typing.get_origin(hint) is typing.Literal else ()
+
+
+def describe(f: dataclasses.Field) -> str:
+    """The field's documentation as base.yaml and `sds3d keys` show it."""
+    doc = f.metadata.get("doc", "")
+    return f"(schedule) {doc}" if is_schedule(f) else doc
+
+
+def default(f: dataclasses.Field):
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return f.default

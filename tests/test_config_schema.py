@@ -8,8 +8,8 @@ from typer.testing import CliRunner
 
 from sds3d.cli import app
 from sds3d.config import CONFIGS_DIR, load_config
-from sds3d.config_docs import base_yaml, choices, default, fields
-from sds3d.config_schema import RunConfig
+from sds3d.config_docs import base_yaml
+from sds3d.config_schema import RunConfig, choices, default, fields
 from sds3d.errors import ConfigError, Sds3dError
 
 LEAVES = [(key, f) for key, f, _ in fields() if not dataclasses.is_dataclass(f.type)]
