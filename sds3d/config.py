@@ -225,18 +225,18 @@ def validate_layout_keys(cfg: DictConfig) -> None:
 
 def check_value(key: str, value, f: dataclasses.Field) -> None:
     """The range, length or schedule shape the schema gives ``key``; the key's documentation is the hint."""
-    meta, hint = f.metadata, f.metadata.get("doc")
+    meta, hint = f.metadata, f.metadata["doc"]
     if is_schedule(f):
         check_schedule(key, value)
-    if meta.get("length") is not None and len(value) != meta["length"]:
+    if meta["length"] is not None and len(value) != meta["length"]:
         if meta["ordered_pair"]:
             raise ConfigError(f"{key}: expected [low, high], got {list(value)}", hint=f"give {key}=[low,high]")
         raise ConfigError(f"{key}: expected {meta['length']} numbers, got {list(value)}", hint=hint)
-    if meta.get("ordered_pair") and value[0] > value[1]:
+    if meta["ordered_pair"] and value[0] > value[1]:
         raise ConfigError(f"{key}: lower bound {value[0]} is above upper bound {value[1]}",
                           hint=f"give {key}=[low,high] with low <= high")
-    low, high = meta.get("low"), meta.get("high")
-    if meta.get("positive") and value <= 0:
+    low, high = meta["low"], meta["high"]
+    if meta["positive"] and value <= 0:
         raise ConfigError(f"{key} must be positive, got {value}", hint=hint)
     if low is not None and high is not None and not low <= value <= high:
         raise ConfigError(f"{key} must lie in [{low:g}, {high:g}], got {value}", hint=hint)

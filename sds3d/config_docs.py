@@ -27,11 +27,10 @@ def _yaml_value(value) -> str:
         return MISSING_VALUE
     if value == "":
         return '""'
-    text = yaml.safe_dump(value, default_flow_style=True, width=10**6).strip()
-    return text.removesuffix("\n...").removesuffix("...").strip()
+    return yaml.safe_dump(value, default_flow_style=True, width=10**6).strip().removesuffix("\n...")
 
 
-def _commented(code: str, doc: str, indent: str) -> List[str]:
+def _commented(code: str, doc: str) -> List[str]:
     if not doc:
         return [code]
     column = max(COMMENT_COLUMN, len(code) + 2)
@@ -46,21 +45,18 @@ def base_yaml() -> str:
     for key, f, depth in fields():
         indent = "  " * depth
         name = key.rsplit(".", 1)[-1]
-        if depth == 0 and dataclasses.is_dataclass(f.type) or depth == 0 and out[-1].startswith("  "):
-            out.append("")
+        if depth == 0 and (dataclasses.is_dataclass(f.type) or out[-1].startswith("  ")):
+            out.append("")  # a blank line before each section and after the last one
         code = f"{indent}{name}:" if dataclasses.is_dataclass(f.type) else f"{indent}{name}: {_yaml_value(default(f))}"
-        out += _commented(code, describe(f), indent)
+        out += _commented(code, describe(f))
     return "\n".join(out) + "\n"
 
 
 def key_listing(prefix: str = "") -> List[str]:
     """``key = default  doc`` for every key under ``prefix`` (a dotted section or key; "" for all)."""
-    lines = []
-    for key, f, _ in fields():
-        if dataclasses.is_dataclass(f.type) or not (key == prefix or key.startswith(prefix.rstrip(".") + ".") or not prefix):
-            continue
-        lines.append(f"{key} = {_yaml_value(default(f))}    {describe(f)}{_valid(f)}")
-    return lines
+    prefix = prefix.rstrip(".")
+    return [f"{key} = {_yaml_value(default(f))}    {describe(f)}{_valid(f)}" for key, f, _ in fields()
+            if not dataclasses.is_dataclass(f.type) and (not prefix or key == prefix or key.startswith(prefix + "."))]
 
 
 def _valid(f: dataclasses.Field) -> str:

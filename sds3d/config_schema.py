@@ -294,7 +294,7 @@ class TrainConfig:
                                         "it erases faint haze that sparsity's sqrt(opacity^2 + 0.01), flat at 0, "
                                         "leaves alone")
     log_every: int = key(10, "metrics.jsonl line every N steps")
-    val_every: int = key(100, "progress/step-XXXXX.png every N steps (0: only at the end)")
+    val_every: int = key(100, "a validation grid, progress/step-<step>.png, every N steps (0: only at the end)")
     val_views: int = key(4, "views in a validation grid")
     val_resolution: int = key(64, "validation grid render size")
     ckpt_every: int = key(100, "ckpt/last.pt every N steps and at the end")
