@@ -236,12 +236,13 @@ def check_value(key: str, value, f: dataclasses.Field) -> None:
         raise ConfigError(f"{key}: lower bound {value[0]} is above upper bound {value[1]}",
                           hint=f"give {key}=[low,high] with low <= high")
     low, high = meta["low"], meta["high"]
-    if meta["positive"] and value <= 0:
-        raise ConfigError(f"{key} must be positive, got {value}", hint=hint)
-    if low is not None and high is not None and not low <= value <= high:
-        raise ConfigError(f"{key} must lie in [{low:g}, {high:g}], got {value}", hint=hint)
-    if low is not None and high is None and value < low:
-        raise ConfigError(f"{key} must be {low:g} or more, got {value}", hint=hint)
+    for number in value[1:3] if is_schedule(f) and not isinstance(value, (int, float)) else [value]:
+        if meta["positive"] and number <= 0:
+            raise ConfigError(f"{key} must be positive, got {number}", hint=hint)
+        if low is not None and high is not None and not low <= number <= high:
+            raise ConfigError(f"{key} must lie in [{low:g}, {high:g}], got {number}", hint=hint)
+        if low is not None and high is None and number < low:
+            raise ConfigError(f"{key} must be {low:g} or more, got {number}", hint=hint)
 
 
 def layout_prompt(path: str) -> str:

@@ -18,7 +18,8 @@ SHAPE = (B, C, H, W)
 
 
 def objective_config(name: str, *overrides: str, config: str | None = None):
-    return load_config(config, prompt="x", overrides=[f"objective.name={name}", *overrides]).objective
+    """The objective section, with w(t) as objectives.md gives it (no blend towards uniform) unless overridden."""
+    return load_config(config, prompt="x", overrides=[f"objective.name={name}", "objective.uniform_mix=0", *overrides]).objective
 
 
 def hand_alphas() -> torch.Tensor:

@@ -46,9 +46,11 @@ def test_dreamfusion_sd_recipe():
 
 
 @pytest.mark.parametrize("name", [n for n in shipped_configs() if n.endswith("-sd")])
-def test_every_stable_diffusion_recipe_lets_every_render_teach_colour(name):
-    """The colour gate is tuned on the bundled prior; a method's prior recipe must not carry it onto SD."""
-    assert load_config(name, prompt="a red cube").objective.colour_t_max == 1.0
+def test_every_stable_diffusion_recipe_keeps_the_papers_colour_and_weighting(name):
+    """The colour gate and the blend towards uniform weighting are tuned on the bundled prior; a method's
+    prior recipe must not carry them onto SD."""
+    objective = load_config(name, prompt="a red cube").objective
+    assert objective.colour_t_max == 1.0 and objective.uniform_mix == 0.0
 
 
 def test_base_uses_the_bundled_prior():

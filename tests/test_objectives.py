@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from sds3d.config import load_config
+from sds3d.errors import ConfigError
 from sds3d.guides.prompts import Conditions
 from sds3d.objectives import OBJECTIVES, build_objective, describe
 from sds3d.objectives.base import classifier_free_guidance, inject, weight
@@ -20,7 +21,8 @@ L, D = 5, 6
 
 
 def objective_config(*overrides: str, name: str = "sds"):
-    return load_config(prompt="x", overrides=[f"objective.name={name}", *overrides]).objective
+    """The objective section, with w(t) as objectives.md gives it (no blend towards uniform) unless overridden."""
+    return load_config(prompt="x", overrides=[f"objective.name={name}", "objective.uniform_mix=0", *overrides]).objective
 
 
 def hand_alphas() -> torch.Tensor:
@@ -98,6 +100,20 @@ def test_weighting_on_hand_alphas(name, expected):
     alphas = torch.tensor([0.9, 0.25, 0.64, 0.01])
     t = torch.tensor([1, 2, 3])  # a = 0.25, 0.64, 0.01
     assert torch.allclose(weight(name, alphas, t), torch.tensor(expected), atol=1e-7)
+
+
+def test_uniform_mix_blends_the_weighting_towards_one_over_its_schedule():
+    objective = SDS(objective_config("objective.uniform_mix=[0.5,0,1,1.0]"), guide=None, total_steps=100)
+    guide = type("Guide", (), {"alphas_cumprod": torch.tensor([0.9, 0.25, 0.64, 0.01])})
+    t, x = torch.tensor([1, 2]), torch.zeros(2, 3)  # sds weights 0.75, 0.36
+    assert torch.allclose(objective.weight(guide, t, x, step=50).flatten(), torch.tensor([0.75, 0.36]))
+    assert torch.allclose(objective.weight(guide, t, x, step=75).flatten(), torch.tensor([0.875, 0.68]))
+    assert torch.allclose(objective.weight(guide, t, x, step=100).flatten(), torch.tensor([1.0, 1.0]))
+
+
+def test_uniform_mix_outside_zero_to_one_is_refused():
+    with pytest.raises(ConfigError, match=r"objective.uniform_mix must lie in \[0, 1\], got 1.5"):
+        objective_config("objective.uniform_mix=[0,0,1.5,1.0]")
 
 
 def test_sample_t_range_inclusive_and_one_per_item():

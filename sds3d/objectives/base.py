@@ -130,9 +130,10 @@ class Objective(nn.Module):
     def scale(self, step: int) -> float:
         return schedule(self.config.guidance_scale, step, self.total_steps)
 
-    def weight(self, guide, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """w(t) of the configured weighting, shaped to broadcast over x."""
-        return per_item(weight(self.config.weighting, guide.alphas_cumprod, t), x)
+    def weight(self, guide, t: torch.Tensor, x: torch.Tensor, step: int) -> torch.Tensor:
+        """w(t) of the configured weighting, blended towards uniform by ``uniform_mix``, shaped to broadcast over x."""
+        mix = schedule(self.config.uniform_mix, step, self.total_steps)
+        return per_item((1.0 - mix) * weight(self.config.weighting, guide.alphas_cumprod, t) + mix, x)
 
     def output(self, x: torch.Tensor, grad: torch.Tensor, t: torch.Tensor, step: int, **stats) -> ObjectiveOutput:
         """Injects ``grad`` with the configured clamp and normalisation; logs t and the gradient norm."""

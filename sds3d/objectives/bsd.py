@@ -27,5 +27,5 @@ class BSD(Objective):
         c = self.config.bsd.classifier_weight * direction(eps, "empty", conditions)
         d = eps["empty"]
         a = per_item(min_norm_weight(c, d), x)
-        grad = self.weight(guide, t, x) * (a * c + (1.0 - a) * d)
+        grad = self.weight(guide, t, x, step) * (a * c + (1.0 - a) * d)
         return self.output(x, grad, t, step, balance=a.mean().item())

@@ -24,4 +24,4 @@ class CSD(Objective):
         # c eps(y) + u eps("") written as c (eps(y) - eps("")) + (c + u) eps(""), so Perp-Neg can replace the difference.
         grad = (scales["cond"] * direction(eps, "empty", conditions) + (scales["cond"] + scales["null"]) * eps["empty"]
                 + scales["negative"] * eps["negative"] + scales["noise"] * noise)
-        return self.output(x, self.weight(guide, t, x) * grad, t, step, negative_scale=scales["negative"])
+        return self.output(x, self.weight(guide, t, x, step) * grad, t, step, negative_scale=scales["negative"])

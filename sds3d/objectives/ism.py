@@ -48,5 +48,5 @@ class ISM(Objective):
         x_t = ddim_move(x_s, eps_s, ac[s], ac[t])
         t_batch = torch.full((batch,), t, device=x.device)
         eps = predict(guide, x_t, t_batch, conditions, ("cond", "negative"))
-        grad = self.weight(guide, t_batch, x) * (guided(eps, conditions, self.scale(step)) - eps_s)
+        grad = self.weight(guide, t_batch, x, step) * (guided(eps, conditions, self.scale(step)) - eps_s)
         return self.output(x, grad, t_batch, step, s=float(s))

@@ -19,5 +19,5 @@ class NFSD(Objective):
         eps = predict(guide, add_noise(x.detach(), noise, t, guide.alphas_cumprod), t, conditions, ("cond", "empty", "negative"))
         small_t = per_item(t < self.config.nfsd.switch * guide.alphas_cumprod.shape[0], x)
         domain = torch.where(small_t, eps["empty"], eps["empty"] - eps["negative"])
-        grad = self.weight(guide, t, x) * (domain + self.scale(step) * direction(eps, "empty", conditions))
+        grad = self.weight(guide, t, x, step) * (domain + self.scale(step) * direction(eps, "empty", conditions))
         return self.output(x, grad, t, step)

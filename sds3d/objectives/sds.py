@@ -16,7 +16,7 @@ class SDS(Objective):
         t = self.timesteps(x.shape[0], guide, step)
         noise = torch.randn_like(x)
         eps = predict(guide, add_noise(x.detach(), noise, t, guide.alphas_cumprod), t, conditions, ("cond", "negative"))
-        grad = self.weight(guide, t, x) * (guided(eps, conditions, self.scale(step)) - self.target(noise))
+        grad = self.weight(guide, t, x, step) * (guided(eps, conditions, self.scale(step)) - self.target(noise))
         return self.output(x, grad, t, step)
 
     def target(self, noise: torch.Tensor) -> torch.Tensor:

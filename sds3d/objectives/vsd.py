@@ -87,7 +87,7 @@ class VSD(Objective):
         eps = predict(guide, x_t, t, conditions, ("cond", "negative"))
         with torch.no_grad(), self.lora_branch(guide.unet):
             eps_lora = guide.to_eps(guide.unet_output(x_t, t, conditions.no_view, class_labels=self.camera(guide, conditions)), x_t, t)
-        grad = self.weight(guide, t, x) * (guided(eps, conditions, self.scale(step)) - eps_lora)
+        grad = self.weight(guide, t, x, step) * (guided(eps, conditions, self.scale(step)) - eps_lora)
         result = self.output(x, grad, t, step)
         result.aux["lora"] = self.lora_loss(guide, x_clean, conditions)
         return result
