@@ -236,7 +236,7 @@ def check_value(key: str, value, f: dataclasses.Field) -> None:
         raise ConfigError(f"{key}: lower bound {value[0]} is above upper bound {value[1]}",
                           hint=f"give {key}=[low,high] with low <= high")
     low, high = meta["low"], meta["high"]
-    for number in value[1:3] if is_schedule(f) and not isinstance(value, (int, float)) else [value]:
+    for number in schedule_values(value) if is_schedule(f) else [value]:
         if meta["positive"] and number <= 0:
             raise ConfigError(f"{key} must be positive, got {number}", hint=hint)
         if low is not None and high is not None and not low <= number <= high:
@@ -264,6 +264,11 @@ def check_schedule(key: str, value) -> None:
             f"{key}: expected a number or [start_step, start_value, end_value, end_step], got {value!r}",
             hint=f"e.g. {key}=0.5 or {key}=[0,0.98,0.5,5000] (start_step <= end_step)",
         )
+
+
+def schedule_values(value) -> list:
+    """The values a schedulable scalar takes: the number itself, or a schedule's start and end values."""
+    return [value] if isinstance(value, (int, float)) else [value[1], value[2]]
 
 
 def by_fraction(value) -> bool:

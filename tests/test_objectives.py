@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import math
 
+import objective_fakes
 import pytest
 import torch
 
-from sds3d.config import load_config
 from sds3d.errors import ConfigError
 from sds3d.guides.prompts import Conditions
 from sds3d.objectives import OBJECTIVES, build_objective, describe
@@ -21,8 +21,7 @@ L, D = 5, 6
 
 
 def objective_config(*overrides: str, name: str = "sds"):
-    """The objective section, with w(t) as objectives.md gives it (no blend towards uniform) unless overridden."""
-    return load_config(prompt="x", overrides=[f"objective.name={name}", "objective.uniform_mix=0", *overrides]).objective
+    return objective_fakes.objective_config(name, *overrides)
 
 
 def hand_alphas() -> torch.Tensor:
