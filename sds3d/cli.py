@@ -258,6 +258,7 @@ def prior_train(
     dataset_size: int = typer.Option(10000, help="World renders made once and cached in the work folder."),
     seed: int = typer.Option(0),
     lr: float = typer.Option(1e-3, help="AdamW learning rate."),
+    lr_schedule: str = typer.Option("constant", help="constant, or cosine: decays to 0 at --steps."),
     degrade_prob: float = typer.Option(0.25, help="Chance that an image is degraded (blurred, darkened, ...) and captioned so."),
     camera_dropout: float = typer.Option(0.1, help="Chance that an image's camera is given as unknown."),
     pair_prob: float = typer.Option(PAIR_PROB, min=0.0, max=1.0,
@@ -269,7 +270,7 @@ def prior_train(
 
     out_dir = train_prior(out, work, steps, batch_size=batch_size, lr=lr, dataset_size=dataset_size, seed=seed,
                           degrade_prob=degrade_prob, camera_dropout=camera_dropout, pair_prob=pair_prob,
-                          init=init)
+                          init=init, lr_schedule=lr_schedule)
     typer.echo(f"wrote {out_dir}")
 
 

@@ -13,7 +13,7 @@ from sds3d.config import load_config
 from sds3d.guides.pixel import PixelGuide
 from sds3d.prior.data import render_dataset
 from sds3d.prior.model import build_prior, build_tokenizer
-from sds3d.prior.train import train_prior
+from sds3d.prior.train import learning_rate, train_prior
 from sds3d.world.render import render_scenes
 from sds3d.world.scenes import parse_caption, vocabulary
 
@@ -130,6 +130,14 @@ def test_train_prior_exports_a_loadable_model_and_resumes(tmp_path):
     steps = [json.loads(line)["step"] for line in (work_dir / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4, 5]  # continued from step 3, not restarted
     assert len(list(work_dir.glob("dataset-*.pt"))) == 1  # renders cached and reused
+
+
+def test_cosine_learning_rate_decays_from_the_base_to_zero_and_unknown_schedules_are_refused(tmp_path):
+    assert [learning_rate(4e-4, "cosine", step, 100) for step in (0, 50, 100)] == pytest.approx([4e-4, 2e-4, 0.0])
+    assert learning_rate(4e-4, "constant", 70, 100) == 4e-4
+    with pytest.raises(ValueError, match="'linear'.*constant, cosine"):
+        train_prior(tmp_path / "prior", tmp_path / "work", steps=2, lr_schedule="linear")
+    assert not (tmp_path / "work").exists()  # refused before anything is rendered or written
 
 
 def test_degradations_change_the_image_and_caption_it_with_known_words():

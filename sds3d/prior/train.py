@@ -3,6 +3,7 @@ jointly, EMA weights exported in diffusers format. Resumable from ``<work_dir>/c
 
 import json
 import logging
+import math
 import random
 import shutil
 import time
@@ -75,14 +76,29 @@ def warm_start(prior: Prior, folder: Path) -> None:
     prior.text_encoder.load_state_dict(new_state)
 
 
+LR_SCHEDULES = {
+    "constant": lambda progress: 1.0,
+    "cosine": lambda progress: 0.5 * (1.0 + math.cos(math.pi * progress)),
+}
+
+
+def learning_rate(base: float, schedule: str, step: int, steps: int) -> float:
+    """The rate at ``step`` of ``steps``: a function of the step alone, so a resumed run follows the same curve."""
+    return base * LR_SCHEDULES[schedule](step / steps)
+
+
 def train_prior(out_dir: Path, work_dir: Path, steps: int, batch_size: int = 32, lr: float = 1e-3,
                 dataset_size: int = 12000, resolution: int = 32, seed: int = 0, cond_dropout: float = 0.1,
                 save_every: int = 250, log_every: int = 25, channels=(32, 64, 64), degrade_prob: float = 0.25,
-                camera_dropout: float = 0.1, pair_prob: float = PAIR_PROB, init: Path = None) -> Path:
-    """``degrade_prob``: chance that a training image is degraded and captioned so (``degrade.py``);
+                camera_dropout: float = 0.1, pair_prob: float = PAIR_PROB, init: Path = None,
+                lr_schedule: str = "constant") -> Path:
+    """``lr_schedule``: ``constant``, or ``cosine`` (decays to 0 at ``steps``);
+    ``degrade_prob``: chance that a training image is degraded and captioned so (``degrade.py``);
     ``pair_prob``: share of the rendered scenes that are pairs;
     ``camera_dropout``: chance that its camera is given as unknown (for callers without cameras);
     ``init``: a saved prior folder to start from (ignored when the work folder holds a checkpoint)."""
+    if lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"unknown learning-rate schedule {lr_schedule!r}; choose one of {', '.join(LR_SCHEDULES)}")
     out_dir, work_dir = Path(out_dir), Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
@@ -108,6 +124,8 @@ def train_prior(out_dir: Path, work_dir: Path, steps: int, batch_size: int = 32,
     metrics = (work_dir / "metrics.jsonl").open("a")
     began = time.perf_counter()
     for step in tqdm(range(start, steps), initial=start, total=steps, desc="prior", unit="step"):
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(lr, lr_schedule, step, steps)
         idx = torch.randint(0, images.shape[0], (batch_size,))
         # Keyed by the step, so a resumed run degrades the same images the same way.
         batch, text = degrade_batch(images[idx], [captions[i] for i in idx.tolist()], degrade_prob, random.Random(seed * 1_000_003 + step))
