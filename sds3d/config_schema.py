@@ -22,6 +22,8 @@ Schedulable = Annotated[Any, Schedule]
 # objective.name's choices; sds3d.objectives.OBJECTIVES maps each to its class (a test keeps the two equal).
 ObjectiveName = Literal["sds", "sjc", "vsd", "csd", "nfsd", "ism", "bsd", "semantic"]
 OBJECTIVE_NAMES = get_args(ObjectiveName)
+# The objectives whose gradient is affine in eps(y), so a layout region can mix them (objectives/semantic.py's BASES).
+SemanticBase = Literal["sds", "sjc", "csd", "nfsd"]
 Rasterizer = Literal["torch", "nvdiffrast"]
 
 MISSING_VALUE = "???"  # OmegaConf's marker of a key without a value
@@ -123,7 +125,7 @@ class BSDConfig:
 
 @dataclass
 class SemanticConfig:
-    base: str = key("sds", "the per-region objective: sds | sjc | csd | nfsd")
+    base: SemanticBase = key("sds", "the per-region objective (one whose gradient is affine in eps(y))")
     global_weight: Schedulable = key(0.5, "weight of the global prompt's gradient on the whole image")
     dilation: int = key(5, "max-pool window that grows each region's mask into background pixels (odd)")
 

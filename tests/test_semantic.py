@@ -4,6 +4,7 @@ each region's view suffix from its own object's frame."""
 
 from dataclasses import replace
 from types import SimpleNamespace
+from typing import get_args
 
 import pytest
 import torch
@@ -12,11 +13,12 @@ from objective_fakes import (SHAPE, B, D, L, TableGuide, constant, hand_alphas, 
 
 from sds3d.cameras import make_cameras
 from sds3d.config import ASSETS_DIR, load_config
+from sds3d.config_schema import SemanticBase
 from sds3d.errors import ConfigError
 from sds3d.guides.prompts import PromptSet, Regions, view_prompt
 from sds3d.layout import load_layout
 from sds3d.objectives import OBJECTIVES
-from sds3d.objectives.semantic import SemanticSDS, region_masks
+from sds3d.objectives.semantic import BASES, SemanticSDS, region_masks
 from sds3d.render.background import Background
 from sds3d.render.volume import VolumeRenderer
 
@@ -159,9 +161,11 @@ def test_without_a_region_map_only_the_global_term_remains():
     assert torch.allclose(x.grad * B, expected, atol=1e-4)
 
 
-def test_an_unknown_base_is_a_config_error():
-    with pytest.raises(ConfigError, match="'bsd' has no per-region form"):
-        SemanticSDS(semantic_config("bsd"), None, 10)
+def test_an_unknown_base_is_a_config_error_naming_the_bases_and_the_schema_lists_the_registry():
+    with pytest.raises(ConfigError, match="objective.semantic.base: unknown .*'bsd'") as err:
+        semantic_config("bsd")
+    assert "sds, sjc, csd, nfsd" in str(err.value.hint)
+    assert tuple(BASES) == get_args(SemanticBase)
 
 
 # ---------------------------------------------------------------- object-dependent view descriptor
