@@ -183,6 +183,10 @@ class PlannerConfig:
 class LayoutConfig:
     file: str = key("", "a layout YAML/JSON (see assets/layouts/); its prompt is the run's prompt unless one is given")
     object_views: bool = key(True, "each region's view suffix from its own object's frame (else the camera's)")
+    zoom_prob: Schedulable = key(0.0, "chance that a step renders one object alone, framed as a single object, "
+                                      "guided by its own prompt (layout/zoom.py)", low=0.0, high=1.0)
+    zoom_frame: float = key(1.2, "side of the box that the training cameras frame as one object: a zoomed view "
+                                 "moves them by the object box's largest side over this", positive=True)
     planner: PlannerConfig = section(PlannerConfig, 'optional: a chat model turns the prompt into a layout (used '
                                                     'when file is "")')
 

@@ -25,6 +25,7 @@ from sds3d.errors import ConfigError, NonFiniteError
 from sds3d.guides.prompts import PromptSet
 from sds3d.guides import load_guide
 from sds3d.layout import load_layout
+from sds3d.layout.zoom import IsolatedField, zoomed_cameras
 from sds3d.objectives import build_objective
 from sds3d.render.background import Background
 from sds3d.render.colour_gate import colour_passes, gate_colour
@@ -117,6 +118,8 @@ class Stage:
     regularisers: Callable  # (out: RenderOutput, step) -> {name: weighted loss}
     export: Callable  # (run_dir, timer) -> the paths written: meshes, and video.mp4 when export.video_frames > 0,
     #                   each timed by the ``PartTimer`` as "mesh" and "video"
+    isolate: Optional[Callable] = None  # (field, Box) -> the field with nothing outside the box, for zoomed object
+    #                                     views (layout.zoom_prob); None: the stage has none
 
 
 def nerf_stage(cfg, layout=None) -> Stage:
@@ -130,7 +133,7 @@ def nerf_stage(cfg, layout=None) -> Stage:
     ]
     renderer = VolumeRenderer(cfg.render, cfg.scene.radius, cfg.render.occupancy_grid)
     return Stage(scene, renderer, groups, lambda out, step: regularisers(out, step, cfg.train),
-                 lambda run_dir, timer: export_particles(scene, cfg, run_dir, timer))
+                 lambda run_dir, timer: export_particles(scene, cfg, run_dir, timer), IsolatedField)
 
 
 def export_particles(scene: nn.ModuleDict, cfg, run_dir: Path, timer: PartTimer) -> List[Path]:
@@ -164,6 +167,7 @@ class Session:
     renderer: object
     regularisers: Callable
     export: Callable
+    isolate: Optional[Callable]
 
 
 @dataclass
@@ -198,7 +202,17 @@ def build_session(cfg, guide=None, build_stage: Callable[..., Stage] = nerf_stag
     objective = build_objective(cfg.objective, guide, cfg.train.steps).to(device)
     optimizer = build_optimizer(stage.param_groups, objective, cfg.train)
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.train.amp and device.type == "cuda")
-    return Session(cfg, device, guide, prompts, scene, objective, optimizer, scaler, stage.renderer, stage.regularisers, stage.export)
+    return Session(cfg, device, guide, prompts, scene, objective, optimizer, scaler, stage.renderer, stage.regularisers, stage.export,
+                   stage.isolate)
+
+
+def pick_zoomed_object(s: Session, step: int) -> Optional[int]:
+    """The layout object a zoomed view shows this step (``layout.zoom_prob``), or None for a view of the scene.
+    Draws no random number where zoom is off, so those runs keep their random stream."""
+    layout, prob = s.prompts.layout, schedule(s.cfg.layout.zoom_prob, step, s.cfg.train.steps)
+    if layout is None or s.isolate is None or prob <= 0 or torch.rand(()).item() >= prob:
+        return None
+    return int(torch.randint(len(layout.objects), ()))
 
 
 def train_step(s: Session, step: int, timer=untimed) -> StepOutput:
@@ -214,12 +228,16 @@ def train_step(s: Session, step: int, timer=untimed) -> StepOutput:
     view = views[int(torch.randint(len(views), ()))] if len(views) > 1 else views[0]
     with timer("render"):
         cameras = sample_cameras(cfg.cameras, cfg.render.width, cfg.render.height).to(s.device)
+        field, zoomed = view["field"], pick_zoomed_object(s, step)
+        if zoomed is not None:
+            box = s.prompts.layout.objects[zoomed].box
+            cameras, field = zoomed_cameras(cameras, box, cfg.layout.zoom_frame), s.isolate(field, box)
         shading = pick_shading(step, cfg.render)
         random_bg = torch.rand(()).item() < cfg.render.background.random_color_prob
         bg_color = torch.rand(len(cameras), 3) if random_bg else None
         gated = cfg.objective.colour_t_max < 1.0
         orient = schedule(cfg.train.lambda_orient, step, cfg.train.steps) > 0
-        out = s.renderer.render(view["field"], view["background"], cameras, shading, orient, bg_color, shape_only=gated)
+        out = s.renderer.render(field, view["background"], cameras, shading, orient, bg_color, shape_only=gated)
     with timer("encode"):
         rgb, colour_gate = gate_colour(out.rgb, out.rgb_shape_only) if gated else (out.rgb, None)
         rgb = rgb.permute(0, 3, 1, 2)
@@ -228,7 +246,8 @@ def train_step(s: Session, step: int, timer=untimed) -> StepOutput:
         else:
             x = s.guide.encode(rgb)
     with timer("objective"):
-        result = s.objective(s.guide, x, s.prompts.conditions(cameras, out.semantic), step)
+        conditions = s.prompts.conditions(cameras, out.semantic) if zoomed is None else s.prompts.object_conditions(cameras, zoomed)
+        result = s.objective(s.guide, x, conditions, step)
         if colour_gate is not None:
             colour_gate.copy_(colour_passes(result.t, cfg.objective.colour_t_max, s.guide.alphas_cumprod.shape[0]))
         weight = schedule(cfg.objective.weight, step, cfg.train.steps)

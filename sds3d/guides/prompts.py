@@ -123,31 +123,43 @@ class PromptSet:
         restrict = getattr(guide, "known_words_only", None)
         self.negative = restrict(cfg.negative) if cfg.negative and restrict else cfg.negative
         texts = [cfg.text, self.negative, ""] + [view_prompt(cfg.text, v) for v in VIEWS]
-        for region in layout.regions if layout else []:
-            texts += [region.prompt] + [view_prompt(region.prompt, v) for v in VIEWS]
+        for prompt in [r.prompt for r in layout.regions] + [o.prompt for o in layout.objects] if layout else []:
+            texts += [prompt] + [view_prompt(prompt, v) for v in VIEWS]
         texts = list(dict.fromkeys(texts))
         self.embeddings: Dict[str, torch.Tensor] = dict(zip(texts, guide.embed(texts)))
 
     def conditions(self, cameras: Cameras, semantic: Optional[torch.Tensor] = None) -> Conditions:
         """``semantic`` [B, H, W, K]: the render's region codes, carried with the region prompts."""
+        labels = self._labels(cameras.elevation, cameras.azimuth)
+        regions = self._regions(cameras, labels, semantic) if self.layout else None
+        return self._conditions(self.cfg.text, cameras, labels, cameras.azimuth, regions)
+
+    def object_conditions(self, cameras: Cameras, index: int) -> Conditions:
+        """The layout's object ``index`` alone (a zoomed view, ``layout/zoom.py``): its own prompt, with the view
+        suffix of its own frame, in place of the scene's; no regions."""
+        elevation, azimuth = self.layout.objects[index].view_angles(cameras.position.cpu())
+        return self._conditions(self.layout.objects[index].prompt, cameras, self._labels(elevation, azimuth), azimuth, None)
+
+    def _labels(self, elevation: torch.Tensor, azimuth: torch.Tensor) -> List[str]:
         cfg = self.cfg
-        labels = view_labels(cameras.elevation, cameras.azimuth, cfg.front_threshold, cfg.back_threshold, cfg.overhead_threshold)
-        prompts = [view_prompt(cfg.text, label) if cfg.view_dependent else cfg.text for label in labels]
-        batch = len(labels)
-        cond = torch.stack([self.embeddings[p] for p in prompts])
+        return view_labels(elevation, azimuth, cfg.front_threshold, cfg.back_threshold, cfg.overhead_threshold)
+
+    def _conditions(self, text: str, cameras: Cameras, labels: List[str], azimuth: torch.Tensor,
+                    regions: Optional[Regions]) -> Conditions:
+        cfg, batch = self.cfg, len(labels)
+        cond = torch.stack([self.embeddings[view_prompt(text, label) if cfg.view_dependent else text] for label in labels])
         perp_neg = None
         if cfg.perp_neg.enabled:
-            cond, perp_neg = self._perp_neg(cameras.azimuth.tolist(), labels)
-        device = cond.device
+            cond, perp_neg = self._perp_neg(text, azimuth.tolist(), labels)
         return Conditions(
             cond=cond,
             negative=self.embeddings[self.negative].expand(batch, -1, -1),
             empty=self.embeddings[""].expand(batch, -1, -1),
-            no_view=self.embeddings[cfg.text].expand(batch, -1, -1),
-            camera=cameras.c2w.reshape(batch, 16).to(device),
+            no_view=self.embeddings[text].expand(batch, -1, -1),
+            camera=cameras.c2w.reshape(batch, 16).to(cond.device),
             labels=labels,
             perp_neg=perp_neg,
-            regions=self._regions(cameras, labels, semantic) if self.layout else None,
+            regions=regions,
             cameras=cameras,
         )
 
@@ -157,14 +169,13 @@ class PromptSet:
         for region in self.layout.regions:
             region_labels = labels
             if cfg.view_dependent and self.object_views:
-                elevation, azimuth = self.layout.objects[region.obj].view_angles(cameras.position.cpu())
-                region_labels = view_labels(elevation, azimuth, cfg.front_threshold, cfg.back_threshold, cfg.overhead_threshold)
+                region_labels = self._labels(*self.layout.objects[region.obj].view_angles(cameras.position.cpu()))
             prompts = [view_prompt(region.prompt, label) if cfg.view_dependent else region.prompt for label in region_labels]
             rows.append(torch.stack([self.embeddings[p] for p in prompts]))
         return Regions(torch.stack(rows), None if semantic is None else semantic.detach())
 
-    def _perp_neg(self, azimuths: List[float], labels: List[str]):
-        view = {v: self.embeddings[view_prompt(self.cfg.text, v)] for v in VIEWS}
+    def _perp_neg(self, text: str, azimuths: List[float], labels: List[str]):
+        view = {v: self.embeddings[view_prompt(text, v)] for v in VIEWS}
         positives, negatives, weights = [], [], []
         for azimuth, label in zip(azimuths, labels):
             mix, negs = perp_neg_views(azimuth, label, self.cfg.perp_neg)
