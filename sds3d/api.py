@@ -116,7 +116,9 @@ def load_run(run_dir: Path, overrides: Sequence[str] = ()):
 
 
 def load_scene(cfg, run_dir: Path):
-    """The NeRF scene of ``cfg`` with the weights of run_dir/ckpt/last.pt, on the config's device."""
-    scene = build_scene(cfg)
+    """The NeRF scene of ``cfg`` with the weights of run_dir/ckpt/last.pt, on the config's device. A run of
+    separate objects (``layout.separate_objects``) needs its layout file: the field reads the region codes."""
+    separate = cfg.layout.file and cfg.layout.separate_objects
+    scene = build_scene(cfg, load_layout(cfg.layout.file, cfg.scene.radius) if separate else None)
     load_checkpoint(Path(run_dir) / "ckpt" / "last.pt", scene, restore_rng=False)
     return scene.to(pick_device(cfg.device))

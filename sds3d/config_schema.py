@@ -183,6 +183,10 @@ class PlannerConfig:
 class LayoutConfig:
     file: str = key("", "a layout YAML/JSON (see assets/layouts/); its prompt is the run's prompt unless one is given")
     object_views: bool = key(True, "each region's view suffix from its own object's frame (else the camera's)")
+    separate_objects: bool = key(False, "each object a field of its own, as CompoNeRF's and Set-the-Scene's per-object "
+                                        "NeRFs: density only inside the objects' boxes, and each point's region code an "
+                                        "input of the field's network, so objects neither spill into each other nor share "
+                                        "their colours")
     zoom_prob: Schedulable = key(0.0, "chance that a step renders one object alone, framed as a single object, "
                                       "guided by its own prompt (layout/zoom.py)", low=0.0, high=1.0)
     zoom_frame: float = key(1.2, "side of the box that the training cameras frame as one object: a zoomed view "

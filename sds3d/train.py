@@ -61,7 +61,8 @@ def build_scene(cfg, layout=None) -> nn.ModuleDict:
 
 
 def particle_scene(cfg, layout=None) -> nn.ModuleDict:
-    field_ = NeRFField(cfg.scene, layout.region_codes if layout is not None else None)
+    separate = layout is not None and cfg.layout.separate_objects
+    field_ = NeRFField(cfg.scene, layout.region_codes if layout is not None else None, layout.holds if separate else None, separate)
     return nn.ModuleDict({"field": field_, "background": Background(cfg.render.background)})
 
 

@@ -12,6 +12,7 @@ import torch
 from sds3d.config import ASSETS_DIR, load_config
 from sds3d.errors import ConfigError
 from sds3d.layout import load_layout, parse_layout
+from sds3d.train import build_scene
 
 PAIR = ASSETS_DIR / "layouts" / "cube-left-of-sphere.yaml"
 PARTS = ASSETS_DIR / "layouts" / "cylinder-on-cube-parts.yaml"
@@ -92,6 +93,32 @@ def test_region_codes_are_one_hot_inside_boxes_and_zero_outside():
     layout = load_layout(str(PARTS))
     points = torch.tensor([[0.0, 0.0, 0.5], [0.1, -0.3, -0.5], [0.0, 0.0, 0.9], [0.5, 0.0, 0.0], [0.0, 0.0, 0.0]])
     assert layout.region_codes(points).tolist() == [[1, 0], [0, 1], [0, 0], [0, 0], [0, 0]]
+
+
+def test_holds_is_true_inside_any_objects_box_and_agrees_with_the_region_codes():
+    layout = load_layout(str(PAIR))  # boxes of side 0.8 at y = -0.42 and +0.42
+    points = torch.tensor([[0.0, -0.42, 0.0], [0.0, 0.42, 0.39], [0.0, 0.0, 0.0], [0.0, 0.42, 0.41], [0.5, 0.42, 0.0]])
+    assert layout.holds(points).tolist() == [True, True, False, False, False]
+    assert torch.equal(layout.holds(points), layout.region_codes(points).sum(-1) > 0)
+    assert layout.objects[1].box.holds(points).tolist() == [False, True, False, False, False]
+
+
+def test_separate_objects_have_density_only_inside_their_boxes_and_their_own_network_input():
+    layout = load_layout(str(PAIR))
+    field = build_scene(load_config(overrides=[f"layout.file={PAIR}", "layout.separate_objects=true"]), layout)["field"]
+    points = torch.rand(4000, 3) * 2.0 - 1.0
+    inside = layout.holds(points)
+    cube, sphere = torch.tensor([[0.0, -0.42, 0.0]]), torch.tensor([[0.0, 0.42, 0.0]])
+    with torch.no_grad():
+        density = field.density(points)
+        assert 0 < inside.sum() < len(points) and (density[~inside] == 0).all() and (density[inside] > 0).all()
+        # The network reads the region code (one input per object): moving the sphere's input weights changes
+        # the sphere's colour and leaves the cube's alone.
+        assert field.network[0].in_features == field.encoding.n_output_dims + 2
+        before = field(torch.cat([cube, sphere]))[1]
+        field.network[0].weight[:, -1] += 1.0
+        after = field(torch.cat([cube, sphere]))[1]
+    assert torch.equal(after[0], before[0]) and not torch.allclose(after[1], before[1])
 
 
 def test_view_angles_are_seen_from_the_object_centre_and_turned_by_its_yaw():

@@ -8,6 +8,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from sds3d import api
 from sds3d.cameras import make_cameras
 from sds3d.cli import app
 from sds3d.config import ASSETS_DIR, load_config
@@ -97,16 +98,18 @@ def test_zoom_on_draws_every_object():
     assert {pick_zoomed_object(session, step) for step in range(40)} == {0, 1}
 
 
-def test_a_run_of_zoomed_views_only_writes_a_glb(tmp_path):
+def test_a_run_of_separate_objects_and_zoomed_views_only_writes_a_glb_and_loads_back(tmp_path):
     run_dir = tmp_path / "runs"
     result = CliRunner().invoke(app, ["run", "--layout", str(PAIR), *SMALL_RUN, "train.steps=6", "export.resolution=24",
-                                      "layout.zoom_prob=1.0", "seed=3", f"out_dir={run_dir}"])
+                                      "layout.zoom_prob=1.0", "layout.separate_objects=true", f"out_dir={run_dir}"])
     assert result.exit_code == 0, result.output
     (folder,) = run_dir.iterdir()
     records = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
     # A zoomed view has no region map: the semantic objective sees no region there.
     assert len(records) == 6 and all(r["objective/region_coverage"] == 0 for r in records)
     assert (folder / "mesh.glb").stat().st_size > 0
+    _, scene = api.load_run(folder)  # the field reads the layout's region codes again
+    assert scene["field"].separate and scene["field"].network[0].in_features == scene["field"].encoding.n_output_dims + 2
 
 
 def test_zoom_prob_outside_zero_to_one_is_a_config_error():

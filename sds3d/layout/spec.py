@@ -51,6 +51,12 @@ class Box:
         sides = [max(0.0, min(h1, h2) - max(l1, l2)) for l1, h1, l2, h2 in zip(self.low, self.high, other.low, other.high)]
         return sides[0] * sides[1] * sides[2]
 
+    def holds(self, points: torch.Tensor) -> torch.Tensor:
+        """points [N, 3] -> bool [N]: inside the box (half-open [low, high) per axis, as ``Layout.region_codes``)."""
+        low = torch.tensor(self.low, dtype=points.dtype, device=points.device)
+        high = torch.tensor(self.high, dtype=points.dtype, device=points.device)
+        return ((points >= low) & (points < high)).all(-1)
+
     def contains(self, other: "Box", tol: float = 1e-6) -> bool:
         return all(lo - tol <= low and high <= hi + tol for lo, hi, low, high in zip(self.low, self.high, other.low, other.high))
 
@@ -94,6 +100,10 @@ class Layout:
     def regions(self) -> List[Region]:
         """Each object's parts, or the object itself when it has none, in file order."""
         return [Region(leaf.prompt, leaf.box, k) for k, o in enumerate(self.objects) for leaf in (o.parts or (o,))]
+
+    def holds(self, points: torch.Tensor) -> torch.Tensor:
+        """points [N, 3] -> bool [N]: inside some object's box."""
+        return torch.stack([o.box.holds(points) for o in self.objects]).any(0)
 
     def region_codes(self, points: torch.Tensor) -> torch.Tensor:
         """points [N, 3] -> one-hot codes [N, K] of the region box containing each point (half-open

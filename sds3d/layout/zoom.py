@@ -30,26 +30,21 @@ class IsolatedField:
         self.field, self.box = field, box
         self.region_codes = getattr(field, "region_codes", None)
 
-    def inside(self, points: torch.Tensor) -> torch.Tensor:
-        low = torch.tensor(self.box.low, dtype=points.dtype, device=points.device)
-        high = torch.tensor(self.box.high, dtype=points.dtype, device=points.device)
-        return ((points >= low) & (points < high)).all(-1)
-
     def occupied(self, points: torch.Tensor) -> torch.Tensor:
-        inside = self.inside(points)
+        inside = self.box.holds(points)
         field_occupied = getattr(self.field, "occupied", None)
         return inside if field_occupied is None else inside & field_occupied(points)
 
     def __call__(self, points: torch.Tensor):
         density, albedo = self.field(points)
-        return density * self.inside(points), albedo
+        return density * self.box.holds(points), albedo
 
     def density(self, points: torch.Tensor) -> torch.Tensor:
         return self(points)[0]
 
     def query(self, points: torch.Tensor, with_normals: bool):
         density, albedo, normals = self.field.query(points, with_normals)
-        return density * self.inside(points), albedo, normals
+        return density * self.box.holds(points), albedo, normals
 
     def normals(self, points: torch.Tensor, density=None) -> torch.Tensor:
         return self.field.normals(points, density)
