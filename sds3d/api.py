@@ -16,7 +16,7 @@ from sds3d.errors import ConfigError
 from sds3d.guides.base import check_prompt_words
 from sds3d.layout import load_layout, plan_layout
 from sds3d.refine import REFINE_DIR, refine as refine_stage, resume_refine
-from sds3d.train import RunResult, build_scene, train
+from sds3d.train import RunResult, build_scene, separate_objects_layout, train
 from sds3d.views import export_meshes
 
 
@@ -116,9 +116,7 @@ def load_run(run_dir: Path, overrides: Sequence[str] = ()):
 
 
 def load_scene(cfg, run_dir: Path):
-    """The NeRF scene of ``cfg`` with the weights of run_dir/ckpt/last.pt, on the config's device. A run of
-    separate objects (``layout.separate_objects``) needs its layout file: the field reads the region codes."""
-    separate = cfg.layout.file and cfg.layout.separate_objects
-    scene = build_scene(cfg, load_layout(cfg.layout.file, cfg.scene.radius) if separate else None)
+    """The NeRF scene of ``cfg`` with the weights of run_dir/ckpt/last.pt, on the config's device."""
+    scene = build_scene(cfg, separate_objects_layout(cfg))
     load_checkpoint(Path(run_dir) / "ckpt" / "last.pt", scene, restore_rng=False)
     return scene.to(pick_device(cfg.device))

@@ -60,6 +60,12 @@ def build_scene(cfg, layout=None) -> nn.ModuleDict:
     return scene
 
 
+def separate_objects_layout(cfg):
+    """The layout that a saved run of separate objects (``layout.separate_objects``) needs to rebuild its field, whose
+    network reads the region codes; None for any other run."""
+    return load_layout(cfg.layout.file, cfg.scene.radius) if cfg.layout.file and cfg.layout.separate_objects else None
+
+
 def particle_scene(cfg, layout=None) -> nn.ModuleDict:
     separate = layout is not None and cfg.layout.separate_objects
     field_ = NeRFField(cfg.scene, layout.region_codes if layout is not None else None, layout.holds if separate else None, separate)

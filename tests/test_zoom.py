@@ -19,6 +19,7 @@ from sds3d.layout.zoom import IsolatedField, zoomed_cameras
 from sds3d.render.background import Background
 from sds3d.render.volume import VolumeRenderer
 from sds3d.train import pick_zoomed_object
+from test_refine import REFINE
 from test_semantic import EmbedGuide, TwoBlobs
 from tiny_models import SMALL_RUN
 
@@ -110,6 +111,9 @@ def test_a_run_of_separate_objects_and_zoomed_views_only_writes_a_glb_and_loads_
     assert (folder / "mesh.glb").stat().st_size > 0
     _, scene = api.load_run(folder)  # the field reads the layout's region codes again
     assert scene["field"].separate and scene["field"].network[0].in_features == scene["field"].encoding.n_output_dims + 2
+    # The mesh stage's texture copies that network, region inputs and all, and resumes from its checkpoint.
+    api.refine(folder, overrides=REFINE)
+    assert api.refine(folder, overrides=["refine.steps=4"], resume=True).steps == 4
 
 
 def test_zoom_prob_outside_zero_to_one_is_a_config_error():

@@ -1,6 +1,8 @@
 """The optimised scene of the mesh stage: a fixed-topology triangle mesh with learnable vertex offsets
 and a texture field, both started from the NeRF stage (its surface and its albedo)."""
 
+from typing import Callable, Optional
+
 import numpy as np
 import torch
 import torch.nn as nn
@@ -14,18 +16,20 @@ from sds3d.scene.nerf import NeRFField, mlp
 
 class TextureField(nn.Module):
     """Albedo [N, 3] in [0, 1] at points [N, 3] of the cube [-radius, radius]^3: a hash grid and an MLP,
-    shaped like the NeRF field's albedo branch so that ``from_nerf`` can copy it."""
+    shaped like the NeRF field's albedo branch so that ``from_nerf`` can copy it (with the region codes of
+    a field of separate objects as the network's extra inputs)."""
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, region_codes: Optional[Callable[[torch.Tensor], torch.Tensor]] = None):
         super().__init__()
-        self.radius = cfg.radius
+        self.radius, self.region_codes = cfg.radius, region_codes
         self.encoding = HashGridEncoding.from_config(cfg.encoding)
-        self.network = mlp(self.encoding.n_output_dims, 3, cfg.mlp_width, cfg.mlp_layers)
+        codes = region_codes(torch.zeros(1, 3)).shape[-1] if region_codes is not None else 0
+        self.network = mlp(self.encoding.n_output_dims + codes, 3, cfg.mlp_width, cfg.mlp_layers)
 
     @classmethod
     def from_nerf(cls, field: NeRFField) -> "TextureField":
         """The NeRF field's albedo exactly: its grid and hidden layers, and the albedo rows of its last layer."""
-        texture = cls(field.cfg)
+        texture = cls(field.cfg, field.region_codes if field.separate else None)
         texture.encoding.load_state_dict(field.encoding.state_dict())
         state = field.network.state_dict()
         last = len(field.network) - 1
@@ -35,7 +39,10 @@ class TextureField(nn.Module):
 
     def forward(self, points: torch.Tensor) -> torch.Tensor:
         unit = (points / self.radius + 1.0) / 2.0  # [N, 3] in [0, 1]
-        return torch.sigmoid(self.network(self.encoding(unit)).float())
+        features = self.encoding(unit)
+        if self.region_codes is not None:
+            features = torch.cat([features, self.region_codes(points).to(features.dtype)], dim=-1)
+        return torch.sigmoid(self.network(features).float())
 
 
 class MeshScene(nn.Module):
