@@ -92,6 +92,13 @@ def test_colour_error_without_overlap_is_one():
     assert colour_error(rgb, rgb, square(slice(0, 4)), square(slice(4, 8))) == 1.0
 
 
+def test_best_rotation_iou_tells_a_pair_from_itself_turned_half_round_with_its_colours_swapped():
+    caption = "a red sphere to the left of a blue sphere"  # the same silhouette at turns 0 and 180
+    iou, offset = best_rotation_iou(world_render_fn(caption, turn=180.0), parse_caption(caption), CAMERAS,
+                                    rotations=12, resolution=32)
+    assert offset == 180.0 and iou > 0.99
+
+
 def test_best_rotation_iou_finds_the_turn_of_a_pair():
     iou, offset = best_rotation_iou(world_render_fn(PAIR, turn=120.0), parse_caption(PAIR), CAMERAS,
                                     rotations=12, resolution=32)

@@ -69,18 +69,24 @@ def ground_truth(scene: Scene, cameras_cfg, azimuth: torch.Tensor, resolution: i
 
 def best_rotation_iou(render_fn: RenderFn, scene: Scene, cameras_cfg, views: int = 4, rotations: int = 36,
                       resolution: int = 64) -> Tuple[float, float]:
-    """The best mean silhouette IoU over ``views`` eval views, over ``rotations`` turns of the ground
-    truth about the vertical axis, and that turn ``offset_deg``: the candidate seen from azimuth a is
-    compared with the scene seen from a - offset_deg, i.e. offset_deg is how far the asset is turned
-    (counter-clockwise seen from above) from the scene. ``cameras_cfg`` is a ``cameras`` config section."""
+    """The mean silhouette IoU over ``views`` eval views at the turn of the ground truth about the vertical
+    axis (one of ``rotations``) that best matches the candidate, and that turn ``offset_deg``: the candidate
+    seen from azimuth a is compared with the scene seen from a - offset_deg, i.e. offset_deg is how far the
+    asset is turned (counter-clockwise seen from above) from the scene. ``cameras_cfg`` is a ``cameras``
+    config section.
+
+    The best turn maximises IoU minus colour error: silhouettes alone cannot tell a pair from itself
+    turned half round with its objects' colours swapped, and scoring each object at such a turn would
+    compare it with the other object."""
     cameras = orbit_cameras(cameras_cfg, views, resolution)
-    opacity = render_fn(cameras)[1].cpu()
+    rgb, opacity = (t.cpu() for t in render_fn(cameras))
     offsets = torch.arange(rotations) * 360.0 / rotations
     azimuth = torch.cat([c.azimuth for c in cameras])[None] - offsets[:, None]  # [R, V]
-    truth = ground_truth(scene, cameras_cfg, azimuth, resolution).mask
-    scores = [sum(silhouette_iou(opacity[v], truth[r, v]) for v in range(views)) / views for r in range(rotations)]
-    best = max(range(rotations), key=scores.__getitem__)
-    return scores[best], offsets[best].item()
+    truth = ground_truth(scene, cameras_cfg, azimuth, resolution)
+    ious = [sum(silhouette_iou(opacity[v], truth.mask[r, v]) for v in range(views)) / views for r in range(rotations)]
+    errors = [colour_error(rgb, truth.rgb[r], opacity, truth.mask[r]) for r in range(rotations)]
+    best = max(range(rotations), key=lambda r: ious[r] - errors[r])
+    return ious[best], offsets[best].item()
 
 
 def per_object_scores(render_fn: RenderFn, scene: Scene, cameras_cfg, offset_deg: float, views: int = 4,
