@@ -187,10 +187,11 @@ class LayoutConfig:
                                         "NeRFs: density only inside the objects' boxes, and each point's region code an "
                                         "input of the field's network, so objects neither spill into each other nor share "
                                         "their colours")
-    zoom_prob: Schedulable = key(0.0, "chance that a step renders one object alone, framed as a single object, "
-                                      "guided by its own prompt (layout/zoom.py)", low=0.0, high=1.0)
+    zoom_prob: Schedulable = key(0.0, "chance that a step renders one region (an object, or a part of one) alone, "
+                                      "framed as a single object, guided by its own prompt (layout/zoom.py)",
+                                 low=0.0, high=1.0)
     zoom_frame: float = key(1.2, "side of the box that the training cameras frame as one object: a zoomed view "
-                                 "moves them by the object box's largest side over this", positive=True)
+                                 "moves them by the region box's largest side over this", positive=True)
     planner: PlannerConfig = section(PlannerConfig, 'optional: a chat model turns the prompt into a layout (used '
                                                     'when file is "")')
 

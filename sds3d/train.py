@@ -213,13 +213,13 @@ def build_session(cfg, guide=None, build_stage: Callable[..., Stage] = nerf_stag
                    stage.isolate)
 
 
-def pick_zoomed_object(s: Session, step: int) -> Optional[int]:
-    """The layout object a zoomed view shows this step (``layout.zoom_prob``), or None for a view of the scene.
-    Draws no random number where zoom is off, so those runs keep their random stream."""
+def pick_zoomed_region(s: Session, step: int) -> Optional[int]:
+    """The layout region (an object, or a part) a zoomed view shows this step (``layout.zoom_prob``), or None for
+    a view of the scene. Draws no random number where zoom is off, so those runs keep their random stream."""
     layout, prob = s.prompts.layout, schedule(s.cfg.layout.zoom_prob, step, s.cfg.train.steps)
     if layout is None or s.isolate is None or prob <= 0 or torch.rand(()).item() >= prob:
         return None
-    return int(torch.randint(len(layout.objects), ()))
+    return int(torch.randint(len(layout.regions), ()))
 
 
 def train_step(s: Session, step: int, timer=untimed) -> StepOutput:
@@ -235,9 +235,9 @@ def train_step(s: Session, step: int, timer=untimed) -> StepOutput:
     view = views[int(torch.randint(len(views), ()))] if len(views) > 1 else views[0]
     with timer("render"):
         cameras = sample_cameras(cfg.cameras, cfg.render.width, cfg.render.height).to(s.device)
-        field, zoomed = view["field"], pick_zoomed_object(s, step)
+        field, zoomed = view["field"], pick_zoomed_region(s, step)
         if zoomed is not None:
-            box = s.prompts.layout.objects[zoomed].box
+            box = s.prompts.layout.regions[zoomed].box
             cameras, field = zoomed_cameras(cameras, box, cfg.layout.zoom_frame), s.isolate(field, box)
         shading = pick_shading(step, cfg.render)
         random_bg = torch.rand(()).item() < cfg.render.background.random_color_prob
@@ -253,7 +253,7 @@ def train_step(s: Session, step: int, timer=untimed) -> StepOutput:
         else:
             x = s.guide.encode(rgb)
     with timer("objective"):
-        conditions = s.prompts.conditions(cameras, out.semantic) if zoomed is None else s.prompts.object_conditions(cameras, zoomed)
+        conditions = s.prompts.conditions(cameras, out.semantic) if zoomed is None else s.prompts.region_conditions(cameras, zoomed)
         result = s.objective(s.guide, x, conditions, step)
         if colour_gate is not None:
             colour_gate.copy_(colour_passes(result.t, cfg.objective.colour_t_max, s.guide.alphas_cumprod.shape[0]))

@@ -14,11 +14,11 @@ from sds3d.cli import app
 from sds3d.config import ASSETS_DIR, load_config
 from sds3d.errors import ConfigError
 from sds3d.guides.prompts import PromptSet, view_prompt
-from sds3d.layout import load_layout
+from sds3d.layout import load_layout, parse_layout
 from sds3d.layout.zoom import IsolatedField, zoomed_cameras
 from sds3d.render.background import Background
 from sds3d.render.volume import VolumeRenderer
-from sds3d.train import pick_zoomed_object
+from sds3d.train import pick_zoomed_region
 from test_refine import REFINE
 from test_semantic import EmbedGuide, TwoBlobs
 from tiny_models import SMALL_RUN
@@ -72,14 +72,27 @@ def test_isolation_zeroes_density_outside_the_box_only_and_keeps_the_fields_occu
     assert isolated.occupied(points).tolist() == [True, False, False]
 
 
-def test_object_conditions_carry_the_objects_own_prompt_with_the_view_of_its_frame():
+def test_region_conditions_carry_the_regions_own_prompt_with_the_view_of_its_objects_frame():
     layout = load_layout(str(PAIR))
     prompts = PromptSet(EmbedGuide(), load_config(overrides=[f"layout.file={PAIR}"]).prompt, layout)
     camera = make_cameras(torch.zeros(1), torch.tensor([170.0]), torch.tensor([1.5]), torch.tensor([50.0]), 8, 8)
-    conditions = prompts.object_conditions(zoomed_cameras(camera, layout.objects[1].box, 1.2), 1)
+    conditions = prompts.region_conditions(zoomed_cameras(camera, layout.objects[1].box, 1.2), 1)
     assert conditions.labels == ["back"] and conditions.regions is None
     assert torch.equal(conditions.cond[0], prompts.embeddings[view_prompt("a blue sphere", "back")])
     assert torch.equal(conditions.no_view[0], prompts.embeddings["a blue sphere"])
+
+
+def test_a_part_is_zoomed_on_under_its_own_prompt_seen_in_its_objects_turned_frame():
+    layout = parse_layout({"prompt": "a yellow cylinder on top of a purple cube", "objects": [
+        {"prompt": "a yellow cylinder on top of a purple cube", "center": [0.0, 0.0, 0.0], "size": [0.8, 0.8, 1.64],
+         "yaw": 90.0, "parts": [{"prompt": "a yellow cylinder", "center": [0.0, 0.0, 0.42], "size": [0.8, 0.8, 0.8]},
+                                {"prompt": "a purple cube", "center": [0.0, 0.0, -0.42], "size": [0.8, 0.8, 0.8]}]}]})
+    prompts = PromptSet(EmbedGuide(), load_config(overrides=[f"layout.file={PAIR}"]).prompt, layout)
+    # Level with the cylinder from +y: azimuth 90 in the scene, 0 (front) in the object's frame turned by 90.
+    camera = make_cameras(torch.zeros(1), torch.tensor([90.0]), torch.tensor([1.5]), torch.tensor([50.0]), 8, 8)
+    conditions = prompts.region_conditions(zoomed_cameras(camera, layout.regions[0].box, 1.2), 0)
+    assert conditions.labels == ["front"]
+    assert torch.equal(conditions.cond[0], prompts.embeddings[view_prompt("a yellow cylinder", "front")])
 
 
 def zoom_session(prob: str):
@@ -90,13 +103,13 @@ def zoom_session(prob: str):
 @pytest.mark.parametrize("prob", ["0.0", "[0.5,0.0,1.0,1.0]"])  # off, and off until half the run
 def test_zoom_off_draws_no_random_number(prob):
     state = torch.get_rng_state()
-    assert pick_zoomed_object(zoom_session(prob), step=2) is None
+    assert pick_zoomed_region(zoom_session(prob), step=2) is None
     assert torch.equal(torch.get_rng_state(), state)  # runs without zoom keep their random stream
 
 
-def test_zoom_on_draws_every_object():
+def test_zoom_on_draws_every_region():
     session = zoom_session("1.0")
-    assert {pick_zoomed_object(session, step) for step in range(40)} == {0, 1}
+    assert {pick_zoomed_region(session, step) for step in range(40)} == {0, 1}
 
 
 def test_a_run_of_separate_objects_and_zoomed_views_only_writes_a_glb_and_loads_back(tmp_path):

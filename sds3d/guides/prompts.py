@@ -123,8 +123,8 @@ class PromptSet:
         restrict = getattr(guide, "known_words_only", None)
         self.negative = restrict(cfg.negative) if cfg.negative and restrict else cfg.negative
         texts = [cfg.text, self.negative, ""] + [view_prompt(cfg.text, v) for v in VIEWS]
-        for prompt in [r.prompt for r in layout.regions] + [o.prompt for o in layout.objects] if layout else []:
-            texts += [prompt] + [view_prompt(prompt, v) for v in VIEWS]
+        for region in layout.regions if layout else []:
+            texts += [region.prompt] + [view_prompt(region.prompt, v) for v in VIEWS]
         texts = list(dict.fromkeys(texts))
         self.embeddings: Dict[str, torch.Tensor] = dict(zip(texts, guide.embed(texts)))
 
@@ -134,11 +134,13 @@ class PromptSet:
         regions = self._regions(cameras, labels, semantic) if self.layout else None
         return self._conditions(self.cfg.text, cameras, labels, cameras.azimuth, regions)
 
-    def object_conditions(self, cameras: Cameras, index: int) -> Conditions:
-        """The layout's object ``index`` alone (a zoomed view, ``layout/zoom.py``): its own prompt, with the view
-        suffix of its own frame, in place of the scene's; no regions."""
-        elevation, azimuth = self.layout.objects[index].view_angles(cameras.position.cpu())
-        return self._conditions(self.layout.objects[index].prompt, cameras, self._labels(elevation, azimuth), azimuth, None)
+    def region_conditions(self, cameras: Cameras, index: int) -> Conditions:
+        """The layout's region ``index`` (an object, or a part of one) alone, for a zoomed view (``layout/zoom.py``):
+        its own prompt with the view suffix seen from its centre in its object's frame, in place of the scene's;
+        no region map."""
+        region = self.layout.regions[index]
+        elevation, azimuth = self.layout.objects[region.obj].view_angles(cameras.position.cpu(), region.box.center)
+        return self._conditions(region.prompt, cameras, self._labels(elevation, azimuth), azimuth, None)
 
     def _labels(self, elevation: torch.Tensor, azimuth: torch.Tensor) -> List[str]:
         cfg = self.cfg

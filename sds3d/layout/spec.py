@@ -74,10 +74,11 @@ class LayoutObject:
     yaw: float = 0.0
     parts: Tuple[Part, ...] = ()
 
-    def view_angles(self, positions: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def view_angles(self, positions: torch.Tensor, centre: Optional[Vec3] = None) -> Tuple[torch.Tensor, torch.Tensor]:
         """Elevation and azimuth [B] (degrees) of cameras at ``positions`` [B, 3] seen from this object's
-        own frame: centred on its box and turned by its yaw (the object-dependent view descriptor)."""
-        rel = positions - torch.tensor(self.box.center, dtype=positions.dtype, device=positions.device)
+        own frame: centred on its box (or on ``centre``, one of its parts') and turned by its yaw (the
+        object-dependent view descriptor)."""
+        rel = positions - torch.tensor(centre or self.box.center, dtype=positions.dtype, device=positions.device)
         elevation = torch.rad2deg(torch.atan2(rel[:, 2], rel[:, :2].norm(dim=-1)))
         return elevation, torch.rad2deg(torch.atan2(rel[:, 1], rel[:, 0])) - self.yaw
 

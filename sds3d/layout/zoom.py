@@ -1,6 +1,6 @@
-"""Zoomed object views of a layout: one object rendered alone, framed as a single object is, so the guide
-judges it by its own prompt the way it judges a one-object scene (as CompoNeRF and Set-the-Scene render
-each object's own views besides the scene's)."""
+"""Zoomed views of a layout: one region (an object, or a part of one) rendered alone, framed as a single
+object is, so the guide judges it by its own prompt the way it judges a one-object scene (as CompoNeRF and
+Set-the-Scene render each object's own views besides the scene's)."""
 
 import torch
 
@@ -23,7 +23,7 @@ def zoomed_cameras(cameras: Cameras, box: Box, frame: float) -> Cameras:
 
 
 class IsolatedField:
-    """A field seen through a box: its density is zero outside ``box``, so a render shows that object alone
+    """A field seen through a box: its density is zero outside ``box``, so a render shows that region alone
     (and the renderer skips the queries outside it, as it does where an occupancy grid says empty)."""
 
     def __init__(self, field, box: Box):
