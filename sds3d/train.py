@@ -67,8 +67,8 @@ def separate_objects_layout(cfg):
 
 
 def particle_scene(cfg, layout=None) -> nn.ModuleDict:
-    separate = layout is not None and cfg.layout.separate_objects
-    field_ = NeRFField(cfg.scene, layout.region_codes if layout is not None else None, layout.holds if separate else None, separate)
+    support = layout.holds if layout is not None and cfg.layout.separate_objects else None
+    field_ = NeRFField(cfg.scene, layout.region_codes if layout is not None else None, support)
     return nn.ModuleDict({"field": field_, "background": Background(cfg.render.background)})
 
 

@@ -11,7 +11,7 @@ import trimesh
 
 from sds3d.errors import ExportError
 from sds3d.scene.hashgrid import HashGridEncoding
-from sds3d.scene.nerf import NeRFField, mlp
+from sds3d.scene.nerf import NeRFField, code_inputs, mlp, with_codes
 
 
 class TextureField(nn.Module):
@@ -23,8 +23,7 @@ class TextureField(nn.Module):
         super().__init__()
         self.radius, self.region_codes = cfg.radius, region_codes
         self.encoding = HashGridEncoding.from_config(cfg.encoding)
-        codes = region_codes(torch.zeros(1, 3)).shape[-1] if region_codes is not None else 0
-        self.network = mlp(self.encoding.n_output_dims + codes, 3, cfg.mlp_width, cfg.mlp_layers)
+        self.network = mlp(self.encoding.n_output_dims + code_inputs(region_codes), 3, cfg.mlp_width, cfg.mlp_layers)
 
     @classmethod
     def from_nerf(cls, field: NeRFField) -> "TextureField":
@@ -39,10 +38,7 @@ class TextureField(nn.Module):
 
     def forward(self, points: torch.Tensor) -> torch.Tensor:
         unit = (points / self.radius + 1.0) / 2.0  # [N, 3] in [0, 1]
-        features = self.encoding(unit)
-        if self.region_codes is not None:
-            features = torch.cat([features, self.region_codes(points).to(features.dtype)], dim=-1)
-        return torch.sigmoid(self.network(features).float())
+        return torch.sigmoid(self.network(with_codes(self.encoding(unit), self.region_codes, points)).float())
 
 
 class MeshScene(nn.Module):

@@ -18,26 +18,38 @@ def mlp(in_dim: int, out_dim: int, width: int, hidden_layers: int) -> nn.Sequent
     return nn.Sequential(*layers, nn.Linear(dims[-1], out_dim))
 
 
+def code_inputs(region_codes: Optional[Callable[[torch.Tensor], torch.Tensor]]) -> int:
+    """How many inputs the region codes add to a network (0 without them)."""
+    return region_codes(torch.zeros(1, 3)).shape[-1] if region_codes is not None else 0
+
+
+def with_codes(features: torch.Tensor, region_codes, points: torch.Tensor) -> torch.Tensor:
+    """``features`` [N, F] with the points' region codes appended, or as they are without codes."""
+    if region_codes is None:
+        return features
+    return torch.cat([features, region_codes(points).to(features.dtype)], dim=-1)
+
+
 class NeRFField(nn.Module):
     """Density and albedo at points of the cube [-radius, radius]^3.
 
     density = softplus(raw - 1 + bias(x)); with the Magic3D blob, bias = scale * (1 - |x| / std), so a
     fresh field is a soft ball at the origin that SDS then sculpts. albedo = sigmoid(raw).
     ``region_codes`` (a layout's, points [N, 3] -> [N, K]) gives every point the code of its region,
-    which the renderer composites into a semantic map. ``separate`` makes each region an object of its own
-    (``layout.separate_objects``): density only inside ``support`` (points [N, 3] -> bool [N], the layout's
-    object boxes), and the region code an input of the network beside the encoding. With ``occupancy.resolution`` > 0 the field keeps
+    which the renderer composites into a semantic map. ``support`` (points [N, 3] -> bool [N], the layout's
+    object boxes under ``layout.separate_objects``) makes each region an object of its own: density only
+    inside it, and the region code an input of the network beside the encoding. With ``occupancy.resolution`` > 0 the field keeps
     an occupancy grid, and ``occupied(points) -> bool [N]`` tells the renderer which samples it may skip.
     """
 
     def __init__(self, cfg, region_codes: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
-                 support: Optional[Callable[[torch.Tensor], torch.Tensor]] = None, separate: bool = False):
+                 support: Optional[Callable[[torch.Tensor], torch.Tensor]] = None):
         super().__init__()
         self.cfg = cfg
-        self.region_codes, self.support, self.separate = region_codes, support, separate
+        self.region_codes, self.support, self.separate = region_codes, support, support is not None
         self.encoding = HashGridEncoding.from_config(cfg.encoding)
-        codes = region_codes(torch.zeros(1, 3)).shape[-1] if separate else 0
-        self.network = mlp(self.encoding.n_output_dims + codes, 4, cfg.mlp_width, cfg.mlp_layers)
+        inputs = code_inputs(region_codes if self.separate else None)
+        self.network = mlp(self.encoding.n_output_dims + inputs, 4, cfg.mlp_width, cfg.mlp_layers)
         grid = cfg.occupancy
         self.occupancy = OccupancyGrid(cfg.radius, grid.resolution, grid.every, grid.threshold) if grid.resolution > 0 else None
         self.occupied = self.occupancy.occupied if self.occupancy is not None else None
@@ -56,9 +68,7 @@ class NeRFField(nn.Module):
     def forward(self, points: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """points [N, 3] -> density [N], albedo [N, 3]."""
         unit = (points / self.cfg.radius + 1.0) / 2.0  # [N, 3] in [0, 1]
-        features = self.encoding(unit)
-        if self.separate:
-            features = torch.cat([features, self.region_codes(points).to(features.dtype)], dim=-1)
+        features = with_codes(self.encoding(unit), self.region_codes if self.separate else None, points)
         raw = self.network(features).float()  # [N, 4]
         density = F.softplus(raw[:, 0] - 1.0 + self.density_bias(points))
         if self.separate:
