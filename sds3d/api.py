@@ -8,16 +8,21 @@ from pathlib import Path
 from typing import Callable, List, Optional, Sequence
 
 
+from sds3d.amortize.generate import generate_asset, load_generator
+from sds3d.amortize.train import train_generator
 from sds3d.atomic import atomic_write
 from sds3d.checkpoint import load_checkpoint
-from sds3d.config import load_config, load_refine_config, load_saved_config
+from sds3d.config import ASSETS_DIR, load_config, load_refine_config, load_saved_config
 from sds3d.device import pick_device
 from sds3d.errors import ConfigError
 from sds3d.guides.base import check_prompt_words
 from sds3d.layout import load_layout, plan_layout
 from sds3d.refine import REFINE_DIR, refine as refine_stage, resume_refine
+from sds3d.timing import PartTimer
 from sds3d.train import RunResult, build_scene, separate_objects_layout, train
 from sds3d.views import export_meshes
+
+BUNDLED_GENERATOR = ASSETS_DIR / "generator"
 
 
 def slugify(prompt: str, max_length: int = 48) -> str:
@@ -74,6 +79,42 @@ def generate(prompt: Optional[str] = None, config: Optional[str] = None, overrid
     if cfg.refine.enabled and not result.interrupted:
         result.outputs += refine_stage(*load_run(run_dir), run_dir).outputs
     return result
+
+
+def generate_with(generator: Path, prompt: str, overrides: Sequence[str] = (), run_dir: Optional[Path] = None) -> RunResult:
+    """An asset for ``prompt`` from a trained generator folder (`sds3d amortize`'s run folder, or the bundled one) in
+    one forward pass: a run folder like ``generate``'s, with config.yaml, ckpt/last.pt and the meshes. ``overrides``
+    apply to the generator's config (export.*, device, out_dir)."""
+    timer = PartTimer()
+    with timer("setup"):
+        values = {"prompt": {"text": prompt}, "amortize": {"generator": str(Path(generator).resolve())}}
+        cfg, scene = load_generator(generator, overrides, values)
+        check_prompt_words(cfg.guide.model, prompt)
+        run_dir = Path(run_dir) if run_dir else new_run_dir(cfg)
+    return generate_asset(cfg, scene, run_dir, timer)
+
+
+def amortize(prompts_file: Optional[Path] = None, config: Optional[str] = "amortize", overrides: Sequence[str] = (),
+             run_dir: Optional[Path] = None, resume: bool = False, should_stop: Optional[Callable[[], bool]] = None) -> RunResult:
+    """Trains one generator over the prompts of ``prompts_file`` (as `sds3d batch` reads it: a text file or a YAML/JSON
+    list; one config for all, so entries carry no config, overrides or seed) into ``run_dir`` (default
+    <out_dir>/amortize-<file>-<time>). ``resume`` continues ``run_dir`` from its checkpoint with its saved config."""
+    if resume:
+        cfg = load_saved_config(Path(run_dir) / "config.yaml", overrides)
+        if not (Path(run_dir) / "ckpt" / "last.pt").is_file():
+            raise ConfigError(f"'{run_dir}' has no checkpoint to resume from", hint="start it again with `sds3d amortize PROMPTS_FILE`")
+        return train_generator(cfg, Path(run_dir), True, should_stop)
+    from sds3d.batch.jobs import portable_config, read_jobs  # sds3d.batch.jobs imports this module
+
+    jobs = read_jobs(Path(prompts_file), config, overrides)
+    own = [job for job in jobs if job.config != portable_config(config) or job.overrides != tuple(overrides)]
+    if own:
+        raise ConfigError(f"'{prompts_file}' entry {own[0].number} ('{own[0].prompt}') has its own config, overrides or seed",
+                          hint="an amortized generator trains every prompt under one config: give them on the command line")
+    prompts = list(dict.fromkeys(job.prompt for job in jobs))
+    cfg = load_config(config, overrides, Path(prompts_file).stem, {"amortize": {"prompts": prompts}})
+    run_dir = Path(run_dir) if run_dir else new_run_dir(cfg, prefix="amortize-")
+    return train_generator(cfg, run_dir, should_stop=should_stop)
 
 
 def refine(run_dir: Path, config: Optional[str] = None, overrides: Sequence[str] = (), resume: bool = False) -> RunResult:

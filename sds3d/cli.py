@@ -1,4 +1,5 @@
-"""`sds3d run | image | batch | refine | export | configs | keys`: parses, calls the API, prints errors as a message and a hint."""
+"""`sds3d run | image | batch | amortize | generate | refine | export | configs | keys`: parses, calls the API, prints
+errors as a message and a hint."""
 
 import contextlib
 import logging
@@ -158,6 +159,61 @@ def batch(
     typer.echo(f"{counts['done']} done, {counts['failed']} failed of {len(index.records)} jobs; index {index.path}")
     if counts["failed"]:
         raise typer.Exit(1)
+
+
+@app.command(context_settings={"allow_extra_args": False})
+def amortize(
+    prompts_file: Optional[Path] = typer.Argument(None, help="A text file, one prompt a line, or a YAML/JSON list of prompts "
+                                                  "(as `sds3d batch` reads it)."),
+    overrides: Optional[List[str]] = typer.Argument(None, metavar="[KEY=VALUE]...", show_default=False),
+    config: str = typer.Option("amortize", "--config", "-c", help="A YAML file or the name of a shipped config."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="The generator's folder (default: <out_dir>/amortize-<file>-<time>)."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue this generator folder from its last checkpoint."),
+):
+    """Train one text-conditioned generator over the prompts of PROMPTS_FILE (amortized score distillation).
+
+    Each step renders the generator at one of the prompts (every prompt once per block of as many steps) and applies
+    the configured objective with that prompt. The folder gets config.yaml, ckpt/last.pt, metrics.jsonl,
+    progress/step-XXXXX.png (a row of views per validation prompt) and, at the end, generator.pt. Then:
+
+      sds3d generate "a blue cone" --generator OUT
+    """
+    from sds3d import api
+
+    if resume is not None:
+        if prompts_file is not None or out is not None:
+            raise Sds3dError("--resume continues a generator with its saved config and prompts",
+                             hint="drop PROMPTS_FILE and --out; key=value overrides such as train.steps are allowed")
+        result = api.amortize(config=None, overrides=overrides or [], run_dir=resume, resume=True)
+    elif prompts_file is None:
+        raise Sds3dError("no prompts file given", hint="sds3d amortize prompts.txt  (one prompt a line)")
+    else:
+        result = api.amortize(prompts_file, config, overrides or [], out)
+    report(result, f"sds3d amortize --resume {result.run_dir}")
+
+
+@app.command(context_settings={"allow_extra_args": False})
+def generate(
+    args: Optional[List[str]] = typer.Argument(None, metavar="PROMPT [KEY=VALUE]...", show_default=False),
+    generator: Optional[Path] = typer.Option(None, "--generator", "-g", help="A folder made by `sds3d amortize` "
+                                             "(default: the bundled generator of the world's shapes)."),
+    format: Optional[List[str]] = typer.Option(None, "--format", "-f", help="glb, obj or ply; repeat for several "
+                                               "(default: the generator's export.formats)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="The run folder (default: <out_dir>/<prompt-slug>-<time>)."),
+):
+    """Make an asset for PROMPT with a trained generator: one forward pass, then the usual export, in seconds.
+
+    Writes a run folder like `sds3d run`'s (config.yaml, ckpt/last.pt, mesh.glb), so `sds3d export` and
+    `sds3d refine` take it. export.* keys may be overridden, e.g. export.video_frames=24 for a turntable.
+    """
+    from sds3d import api
+
+    prompt, overrides = split_args(args, "generate")
+    if prompt is None:
+        raise Sds3dError("no prompt given", hint='sds3d generate "a blue cone"')
+    extra = [f"export.formats={list(format)}"] if format else []
+    result = api.generate_with(generator or api.BUNDLED_GENERATOR, prompt, [*overrides, *extra], out)
+    report(result, "")
 
 
 @app.command(context_settings={"allow_extra_args": False})
@@ -327,8 +383,12 @@ def bench_quality(
     refine: bool = typer.Option(False, "--refine", help="Also run the mesh stage on each run; score its renders against "
                                 "the ground truth and the NeRF (PSNR, IoU)."),
     readme: Optional[Path] = typer.Option(None, help="Also write the table and picture into this README's bench-quality block."),
+    generator: Optional[List[Path]] = typer.Option(None, "--generator", "-g", help="An amortized generator folder (`sds3d "
+                                                   "amortize`) to score like the methods; repeat for several. With it, "
+                                                   "only the methods given by --method run."),
 ):
-    """Run the world prompt set through each method; print IoU, colour error, steps and time."""
+    """Run the world prompt set through each method (and generator); print IoU, colour error, steps and time."""
+    from sds3d.amortize.generate import load_generator
     from sds3d.bench.quality import METHODS, PROMPTS, format_table, run_quality
     from sds3d.bench.readme import check_markers
 
@@ -338,7 +398,10 @@ def bench_quality(
     _check_bench_inputs(method or [], prompt or [])
     if readme is not None:
         check_markers(readme)  # before the hours of runs, not after
-    rows = run_quality(method or list(METHODS), overrides or [], out, prompt_set or list(PROMPTS), prompt or [], refine)
+    for folder in generator or []:
+        load_generator(folder)  # a folder that is not a generator fails before any run
+    methods = method or ([] if generator else list(METHODS))
+    rows = run_quality(methods, overrides or [], out, prompt_set or list(PROMPTS), prompt or [], refine, generator or [])
     typer.echo(format_table(rows))
     typer.echo(f"wrote {out / 'quality.json'} and {out / 'quality.png'}")
     if readme is not None:

@@ -148,8 +148,10 @@ def load_config(
     config: Optional[str] = None,
     overrides: Sequence[str] = (),
     prompt: Optional[str] = None,
+    values: Optional[dict] = None,
 ) -> DictConfig:
-    """Build a validated run config: schema <- base.yaml <- ``config`` <- prompt <- overrides.
+    """Build a validated run config: schema <- base.yaml <- ``config`` <- prompt <- ``values`` (a nested mapping set
+    by the program, such as amortize.prompts) <- overrides.
 
     Raises ConfigError naming the key (and the valid choices) for an unknown key, a wrong type, a
     missing prompt, a bad schedule or an unknown choice; nothing is loaded before this passes.
@@ -158,7 +160,7 @@ def load_config(
     layers = [_read_yaml(source)]
     if prompt is not None:
         layers.append({"prompt": {"text": prompt}})
-    return _build(layers, overrides)
+    return _build([*layers, values or {}], overrides)
 
 
 def _parse_overrides(overrides: Sequence[str]) -> DictConfig:
@@ -303,9 +305,10 @@ def load_refine_config(run_config: Path, config: Optional[str], overrides: Seque
     return _build(layers, overrides)
 
 
-def load_saved_config(path: Path, overrides: Sequence[str] = ()) -> DictConfig:
-    """The resolved config a run saved, with optional overrides (e.g. ``train.steps`` to run longer)."""
+def load_saved_config(path: Path, overrides: Sequence[str] = (), values: Optional[dict] = None) -> DictConfig:
+    """The resolved config a run saved, with optional ``values`` (as ``load_config``'s) and overrides (e.g.
+    ``train.steps`` to run longer)."""
     if not path.is_file():
         raise ConfigError(f"'{path}' does not exist", hint="give a run folder made by `sds3d run`")
     # Under base.yaml, so that keys added since the run was made take their defaults.
-    return _build([_read_yaml(CONFIGS_DIR / "base.yaml"), OmegaConf.load(path)], overrides)
+    return _build([_read_yaml(CONFIGS_DIR / "base.yaml"), OmegaConf.load(path), values or {}], overrides)

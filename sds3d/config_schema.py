@@ -359,6 +359,28 @@ class ImageConfig:
 
 
 @dataclass
+class GanConfig:
+    views: int = key(16, "guide samples per prompt, from cameras drawn as training's", positive=True)
+    sample_steps: int = key(50, "DDIM steps per guide sample", positive=True)
+    lr: float = key(2.0e-4, "Adam learning rate of the discriminator")
+    r1: float = key(1.0, "R1 penalty on the discriminator's gradient at the samples", low=0.0)
+    weight: float = key(1.0, "weight of the generator's adversarial loss")
+
+
+@dataclass
+class AmortizeConfig:
+    prompts: List[str] = key([], "the prompts one generator learns (`sds3d amortize PROMPTS_FILE` fills it from the file)")
+    mode: Literal["sds", "gan"] = key(
+        "sds", "sds: the objective guides renders of the generator at each step's prompt (ATT3D) | gan: the guide's "
+               "own samples per prompt and view train a text-conditioned discriminator that guides the renders (ET3D)")
+    code_dim: int = key(32, "size of the prompt code the generator's network reads beside the hash grid", positive=True)
+    val_prompts: int = key(4, "validation grid rows: N training prompts, evenly spaced through the list", positive=True)
+    generator: str = key("", "set by `sds3d generate`: the generator folder whose field, at this run's prompt, "
+                             "the run holds")
+    gan: GanConfig = section(GanConfig, "mode gan: the guide's samples and the discriminator")
+
+
+@dataclass
 class RunConfig:
     prompt: PromptConfig = section(PromptConfig, "what to make")
     layout: LayoutConfig = section(LayoutConfig, "compositional scenes (objective semantic): objects in boxes, each "
@@ -381,6 +403,8 @@ class RunConfig:
                                                  "logging keys apply as before")
     image: ImageConfig = section(ImageConfig, "`sds3d image PROMPT`: the 2D playground optimises one image with the "
                                               "objective")
+    amortize: AmortizeConfig = section(AmortizeConfig, "`sds3d amortize`: one text-conditioned generator over a prompt "
+                                                       "set, then `sds3d generate PROMPT` in one forward pass")
 
 
 # Reading the schema: what validation, base.yaml and `sds3d keys` walk.

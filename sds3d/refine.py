@@ -25,7 +25,7 @@ from sds3d.render.background import Background
 from sds3d.render.raster import MeshRenderer
 from sds3d.scene.mesh import MeshScene, TextureField
 from sds3d.timing import PartTimer
-from sds3d.train import RunResult, Stage, separate_objects_layout, train
+from sds3d.train import RunResult, Stage, generated_code, separate_objects_layout, train
 from sds3d.views import save_turntable
 
 REFINE_DIR = "refine"
@@ -91,7 +91,7 @@ def saved_surface(ckpt_path: Path, cfg) -> MeshScene:
     """A mesh scene shaped like the one saved in a mesh-stage checkpoint (weights not yet loaded)."""
     state = read_checkpoint(ckpt_path)["scene"]
     layout = separate_objects_layout(cfg)
-    texture = TextureField(cfg.scene, layout.region_codes if layout is not None else None)
+    texture = TextureField(cfg.scene, layout.region_codes if layout is not None else generated_code(cfg))
     return MeshScene(state["field.base_vertices"], state["field.faces"], texture)
 
 

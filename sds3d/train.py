@@ -32,7 +32,7 @@ from sds3d.render.colour_gate import colour_passes, gate_colour
 from sds3d.render.latent import LatentHead
 from sds3d.render.shading import pick_shading
 from sds3d.render.volume import VolumeRenderer
-from sds3d.scene.nerf import NeRFField
+from sds3d.scene.nerf import ConstantCode, NeRFField
 from sds3d.timing import PartTimer
 from sds3d.views import export_meshes, save_validation
 
@@ -66,9 +66,14 @@ def separate_objects_layout(cfg):
     return load_layout(cfg.layout.file, cfg.scene.radius) if cfg.layout.file and cfg.layout.separate_objects else None
 
 
+def generated_code(cfg) -> Optional[ConstantCode]:
+    """The prompt code input of a run made by `sds3d generate` (its values come with the weights); None for others."""
+    return ConstantCode(cfg.amortize.code_dim) if cfg.amortize.generator else None
+
+
 def particle_scene(cfg, layout=None) -> nn.ModuleDict:
     support = layout.holds if layout is not None and cfg.layout.separate_objects else None
-    field_ = NeRFField(cfg.scene, layout.region_codes if layout is not None else None, support)
+    field_ = NeRFField(cfg.scene, layout.region_codes if layout is not None else None, support, generated_code(cfg))
     return nn.ModuleDict({"field": field_, "background": Background(cfg.render.background)})
 
 
@@ -127,6 +132,9 @@ class Stage:
     #                   each timed by the ``PartTimer`` as "mesh" and "video"
     isolate: Optional[Callable] = None  # (field, Box) -> the field with nothing outside the box, for zoomed object
     #                                     views (layout.zoom_prob); None: the stage has none
+    prompts: Optional[object] = None  # what hands out each step's Conditions (``conditions(cameras, semantic)``);
+    #                                   None: the PromptSet of cfg.prompt
+    validate: Optional[Callable] = None  # (run_dir, step) -> the validation image written; None: ``save_validation``
 
 
 def nerf_stage(cfg, layout=None) -> Stage:
@@ -175,6 +183,7 @@ class Session:
     regularisers: Callable
     export: Callable
     isolate: Optional[Callable]
+    validate: Callable  # (run_dir, step) -> the validation image written
 
 
 @dataclass
@@ -202,15 +211,16 @@ def build_session(cfg, guide=None, build_stage: Callable[..., Stage] = nerf_stag
     if cfg.render.latent_warmup_steps > 0 and not guide.latent:
         raise ConfigError(f"render.latent_warmup_steps renders latents, but the guide '{cfg.guide.model}' works on pixels",
                           hint="render.latent_warmup_steps=0, or a latent model (Stable Diffusion) as guide.model")
-    prompts = PromptSet(guide, cfg.prompt, layout, cfg.layout.object_views)
     torch.manual_seed(cfg.seed)
     stage = build_stage(cfg, layout)
+    prompts = stage.prompts or PromptSet(guide, cfg.prompt, layout, cfg.layout.object_views)
     scene = stage.scene.to(device)
     objective = build_objective(cfg.objective, guide, cfg.train.steps).to(device)
     optimizer = build_optimizer(stage.param_groups, objective, cfg.train)
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.train.amp and device.type == "cuda")
+    validate = stage.validate or (lambda run_dir, step: save_validation(stage.renderer, scene, cfg, run_dir, step))
     return Session(cfg, device, guide, prompts, scene, objective, optimizer, scaler, stage.renderer, stage.regularisers, stage.export,
-                   stage.isolate)
+                   stage.isolate, validate)
 
 
 def pick_zoomed_region(s: Session, step: int) -> Optional[int]:
@@ -294,12 +304,12 @@ def keep_metrics_up_to(path: Path, step: int) -> None:
 
 
 def train(cfg, run_dir: Path, resume: bool = False, should_stop: Optional[Callable[[], bool]] = None,
-          build_stage: Callable[..., Stage] = nerf_stage) -> RunResult:
+          build_stage: Callable[..., Stage] = nerf_stage, guide=None) -> RunResult:
     """``should_stop`` is asked before each step; True ends the run like Ctrl-C (checkpoint, then export).
-    ``build_stage(cfg, layout)`` picks the stage: the NeRF by default."""
+    ``build_stage(cfg, layout)`` picks the stage: the NeRF by default; ``guide`` a loaded guide (else cfg.guide's)."""
     timer = PartTimer(pick_device(cfg.device))
     with timer("setup"):
-        s = build_session(cfg, build_stage=build_stage)
+        s = build_session(cfg, guide, build_stage)
         ckpt_path, identity = run_dir / "ckpt" / "last.pt", run_identity(cfg)
         # A resume writes nothing until its checkpoint has loaded: a failed one leaves the folder as it was.
         start = load_checkpoint(ckpt_path, s.scene, s.optimizer, s.objective, s.scaler, identity=identity) if resume else 0
@@ -309,7 +319,7 @@ def train(cfg, run_dir: Path, resume: bool = False, should_stop: Optional[Callab
         if resume:
             keep_metrics_up_to(run_dir / "metrics.jsonl", start)
         save_config(cfg, run_dir / "config.yaml")
-    scene, renderer = s.scene, s.renderer
+    scene = s.scene
     metrics = (run_dir / "metrics.jsonl").open("a")
     step, began, interrupted = start, time.perf_counter(), False
     bar = tqdm(total=cfg.train.steps, initial=start, desc="sds3d", unit="step", dynamic_ncols=True)
@@ -333,7 +343,7 @@ def train(cfg, run_dir: Path, resume: bool = False, should_stop: Optional[Callab
                 save_checkpoint(ckpt_path, done, scene, s.optimizer, s.objective, s.scaler, identity)
             if cfg.train.val_every and done % cfg.train.val_every == 0 and not last:
                 with timer("validation"):
-                    save_validation(renderer, scene, cfg, run_dir, done)
+                    s.validate(run_dir, done)
             step = done
     except (KeyboardInterrupt, BrokenPipeError):  # Ctrl-C, SIGTERM (the CLI makes it one) or a closed pipe
         interrupted = True
@@ -346,6 +356,6 @@ def train(cfg, run_dir: Path, resume: bool = False, should_stop: Optional[Callab
     timer.seconds["steps"] = elapsed - timer.seconds["validation"]
     save_checkpoint(ckpt_path, step, scene, s.optimizer, s.objective, s.scaler, identity)
     with timer("validation"):
-        save_validation(renderer, scene, cfg, run_dir, step)
+        s.validate(run_dir, step)
     outputs = s.export(run_dir, timer)
     return RunResult(run_dir, step, elapsed / max(step - start, 1) if step > start else 0.0, outputs, interrupted, dict(timer.seconds))

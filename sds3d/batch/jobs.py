@@ -96,7 +96,7 @@ def _job(path: Path, number: int, where: str, entry: dict, config: Optional[str]
         raise ConfigError(f"{path}, {where}: config must be a YAML path or a shipped config name, got {entry_config!r}")
     seed_override = [f"seed={seed}"] if seed is not None else []
     overrides = (*overrides, *_entry_overrides(path, where, entry.get("overrides", [])), *seed_override)
-    job = Job(number, prompt.strip(), _portable(entry_config), overrides)
+    job = Job(number, prompt.strip(), portable_config(entry_config), overrides)
     try:
         cfg = load_config(job.config, job.overrides, job.prompt)
         check_prompt_words(cfg.guide.model, job.prompt)
@@ -114,7 +114,7 @@ def _entry_overrides(path: Path, where: str, overrides) -> List[str]:
                       hint="e.g. overrides: [train.steps=2000] or overrides: {train.steps: 2000}")
 
 
-def _portable(config: Optional[str]) -> Optional[str]:
+def portable_config(config: Optional[str]) -> Optional[str]:
     """A config file as an absolute path, since Ray workers need not share the driver's working directory."""
     if config and Path(config).expanduser().is_file():
         return str(Path(config).expanduser().resolve())

@@ -118,23 +118,38 @@ def prompt_set(prompt: str) -> str:
     return next((name for name, prompts in PROMPTS.items() if prompt in prompts), "other")
 
 
-def run_quality(methods: Sequence[str], overrides: Sequence[str], out_dir: Path,
-                sets: Sequence[str] = tuple(PROMPTS), prompts: Sequence[str] = (), refine: bool = False) -> List[Dict]:
+def method_runner(method: str, overrides: Sequence[str], out_dir: Path):
+    """(prompt, run_dir) -> RunResult: a per-prompt run of the method config (a shipped name or a YAML path)."""
+    def run(prompt: str, run_dir: Path):
+        run_overrides = [*method_overrides(method, prompt, overrides, out_dir), "export.video_frames=0"]
+        return api.generate(prompt, method, run_overrides, run_dir=run_dir)
+
+    return run
+
+
+def generator_runner(generator: Path, overrides: Sequence[str]):
+    """(prompt, run_dir) -> RunResult: an asset from the amortized generator folder, in one forward pass."""
+    return lambda prompt, run_dir: api.generate_with(generator, prompt, [*overrides, "export.video_frames=0"], run_dir)
+
+
+def run_quality(methods: Sequence[str], overrides: Sequence[str], out_dir: Path, sets: Sequence[str] = tuple(PROMPTS),
+                prompts: Sequence[str] = (), refine: bool = False, generators: Sequence[Path] = ()) -> List[Dict]:
     """Every prompt of ``sets`` (or the world captions ``prompts``) through every method config (a
-    shipped name or a YAML path), and with ``refine`` through the mesh stage."""
+    shipped name or a YAML path) and every amortized generator folder, and with ``refine`` through the mesh stage."""
     rows, pictures = [], []
     jobs = [(prompt_set(p), p) for p in prompts] or [(name, p) for name in sets for p in PROMPTS[name]]
-    for method in methods:
+    makers = [(Path(m).stem, method_runner(m, overrides, out_dir)) for m in methods]
+    makers += [(f"generator:{Path(g).name}", generator_runner(g, overrides)) for g in generators]
+    for name, make in makers:
         for set_name, prompt in jobs:
-            run_dir = out_dir / Path(method).stem / prompt.replace(" ", "-")
+            run_dir = out_dir / name.replace(":", "-") / prompt.replace(" ", "-")
             began = time.perf_counter()
-            run_overrides = [*method_overrides(method, prompt, overrides, out_dir), "export.video_frames=0"]
-            result = api.generate(prompt, method, run_overrides, run_dir=run_dir)
+            result = make(prompt, run_dir)
             wall = time.perf_counter() - began
             scores = score_run(result.run_dir, prompt)
             picture = scores.pop("picture")
             objective = api.load_run(result.run_dir)[0].objective.name
-            rows.append({"method": Path(method).stem, "objective": objective, "set": set_name, "prompt": prompt,
+            rows.append({"method": name, "objective": objective, "set": set_name, "prompt": prompt,
                          **scores, "steps": result.steps, "wall_s": wall, "s_per_step": result.seconds_per_step})
             if refine:
                 began = time.perf_counter()

@@ -11,6 +11,7 @@ E[x_0 | x_t] = sum_i softmax_i(-||x_t - a_t x_i||^2 / (2 s_t^2)) x_i and eps = (
 where a_t = sqrt(abar_t), s_t = sqrt(1 - abar_t).
 """
 
+import hashlib
 import logging
 from typing import Dict, List, Tuple
 
@@ -27,6 +28,12 @@ from sds3d.world.scenes import parse_caption
 log = logging.getLogger("sds3d")
 
 _UNION = 0  # the set id of the empty prompt
+_ID_RANGE = 2**24  # set ids are 1 .. 2^24, exact in float32
+
+
+def stable_id(prompt: str) -> int:
+    """A prompt's set id, the same in every process (so an amortized generator can read it as the prompt's embedding)."""
+    return int.from_bytes(hashlib.sha256(prompt.encode()).digest()[:8], "big") % _ID_RANGE + 1
 # (elevation, azimuth) offsets in degrees of a view's neighbours, the view itself first.
 NEIGHBOURS = ((0.0, 0.0), (0.0, 10.0), (0.0, -10.0), (5.0, 0.0), (-5.0, 0.0))
 _FORM = ("world captions: 'a <colour> <shape>', 'a <colour> <shape> to the left of a <colour> <shape>' or "
@@ -56,7 +63,7 @@ class ExactDenoiserGuide:
         self.device, self.resolution, self.views, self.seed = torch.device(device), resolution, views, seed
         self.cameras = OmegaConf.structured(CameraConfig)  # a default run's cameras
         self._renders: Dict[str, Tuple[torch.Tensor, List[str]]] = {}  # scene caption -> images [V, 3, r, r], labels
-        self._sets: List[Tuple[str, torch.Tensor]] = []  # set id - 1 -> (scene caption, render indices)
+        self._sets: Dict[int, Tuple[str, torch.Tensor]] = {}  # set id -> (scene caption, render indices)
         self._ids: Dict[str, int] = {"": _UNION}
 
     @classmethod
@@ -91,8 +98,11 @@ class ExactDenoiserGuide:
                 raise ConfigError(f"the exact world guide cannot read the view suffix of '{prompt}'", hint=f"use {_FORM}")
             labels = self._render(caption)[1]
             keep = [i for i, view in enumerate(labels) if view == label] if suffix else []
-            self._sets.append((caption, torch.tensor(keep or list(range(len(labels))), device=self.device)))
-            self._ids[prompt] = len(self._sets)
+            set_id = stable_id(prompt)
+            while set_id in self._sets or set_id == _UNION:  # a hash collision: the next free id
+                set_id = set_id % _ID_RANGE + 1
+            self._sets[set_id] = (caption, torch.tensor(keep or list(range(len(labels))), device=self.device))
+            self._ids[prompt] = set_id
         return self._ids[prompt]
 
     def _render(self, caption: str) -> Tuple[torch.Tensor, List[str]]:
@@ -108,20 +118,20 @@ class ExactDenoiserGuide:
     def images(self, set_id: int) -> torch.Tensor:
         """The image set [N, 3, r, r] in [-1, 1] behind an embedding's id."""
         if set_id != _UNION:
-            caption, keep = self._sets[set_id - 1]
+            caption, keep = self._sets[set_id]
             return self._renders[caption][0][keep]
         if not self._sets:
             raise ConfigError("the exact world guide has no image set for the empty prompt yet", hint=f"embed {_FORM} first")
         union: Dict[str, List[torch.Tensor]] = {}
-        for caption, keep in self._sets:
+        for caption, keep in self._sets.values():
             union.setdefault(caption, []).append(keep)
         return torch.cat([self._renders[c][0][torch.cat(k).unique()] for c, k in union.items()])
 
     def captions(self, set_id: int) -> List[str]:
         """The scene captions behind an embedding's id (every one embedded so far for the empty prompt)."""
         if set_id != _UNION:
-            return [self._sets[set_id - 1][0]]
-        return list(dict.fromkeys(caption for caption, _ in self._sets))
+            return [self._sets[set_id][0]]
+        return list(dict.fromkeys(caption for caption, _ in self._sets.values()))
 
     def view_renders(self, caption: str, cameras: Cameras, b: int) -> torch.Tensor:
         """The caption's scene [N, 3, r, r] in [-1, 1] seen from camera ``b`` of ``cameras`` and its ``NEIGHBOURS``."""

@@ -17,18 +17,18 @@ from sds3d.scene.nerf import NeRFField, code_inputs, mlp, with_codes
 class TextureField(nn.Module):
     """Albedo [N, 3] in [0, 1] at points [N, 3] of the cube [-radius, radius]^3: a hash grid and an MLP,
     shaped like the NeRF field's albedo branch so that ``from_nerf`` can copy it (with the region codes of
-    a field of separate objects as the network's extra inputs)."""
+    a field of separate objects, or a generated field's prompt code, as the network's extra inputs)."""
 
-    def __init__(self, cfg, region_codes: Optional[Callable[[torch.Tensor], torch.Tensor]] = None):
+    def __init__(self, cfg, input_codes: Optional[Callable[[torch.Tensor], torch.Tensor]] = None):
         super().__init__()
-        self.radius, self.region_codes = cfg.radius, region_codes
+        self.radius, self.input_codes = cfg.radius, input_codes
         self.encoding = HashGridEncoding.from_config(cfg.encoding)
-        self.network = mlp(self.encoding.n_output_dims + code_inputs(region_codes), 3, cfg.mlp_width, cfg.mlp_layers)
+        self.network = mlp(self.encoding.n_output_dims + code_inputs(input_codes), 3, cfg.mlp_width, cfg.mlp_layers)
 
     @classmethod
     def from_nerf(cls, field: NeRFField) -> "TextureField":
         """The NeRF field's albedo exactly: its grid and hidden layers, and the albedo rows of its last layer."""
-        texture = cls(field.cfg, field.region_codes if field.separate else None)
+        texture = cls(field.cfg, field.input_codes)
         texture.encoding.load_state_dict(field.encoding.state_dict())
         state = field.network.state_dict()
         last = len(field.network) - 1
@@ -38,7 +38,7 @@ class TextureField(nn.Module):
 
     def forward(self, points: torch.Tensor) -> torch.Tensor:
         unit = (points / self.radius + 1.0) / 2.0  # [N, 3] in [0, 1]
-        return torch.sigmoid(self.network(with_codes(self.encoding(unit), self.region_codes, points)).float())
+        return torch.sigmoid(self.network(with_codes(self.encoding(unit), self.input_codes, points)).float())
 
 
 class MeshScene(nn.Module):

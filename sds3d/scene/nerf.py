@@ -23,6 +23,17 @@ def code_inputs(region_codes: Optional[Callable[[torch.Tensor], torch.Tensor]]) 
     return region_codes(torch.zeros(1, 3)).shape[-1] if region_codes is not None else 0
 
 
+class ConstantCode(nn.Module):
+    """The same code [C] at every point: an amortized generator's prompt code, fixed for one prompt."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.register_buffer("code", torch.zeros(dim))
+
+    def forward(self, points: torch.Tensor) -> torch.Tensor:
+        return self.code.expand(len(points), -1)
+
+
 def with_codes(features: torch.Tensor, region_codes, points: torch.Tensor) -> torch.Tensor:
     """``features`` [N, F] with the points' region codes appended, or as they are without codes."""
     if region_codes is None:
@@ -38,18 +49,21 @@ class NeRFField(nn.Module):
     ``region_codes`` (a layout's, points [N, 3] -> [N, K]) gives every point the code of its region,
     which the renderer composites into a semantic map. ``support`` (points [N, 3] -> bool [N], the layout's
     object boxes under ``layout.separate_objects``) makes each region an object of its own: density only
-    inside it, and the region code an input of the network beside the encoding. With ``occupancy.resolution`` > 0 the field keeps
+    inside it, and the region code an input of the network beside the encoding. ``input_codes`` (points [N, 3] ->
+    [N, C], a module such as ``ConstantCode``) are network inputs of another kind: an amortized generator's prompt
+    code (``sds3d.amortize``). With ``occupancy.resolution`` > 0 the field keeps
     an occupancy grid, and ``occupied(points) -> bool [N]`` tells the renderer which samples it may skip.
     """
 
     def __init__(self, cfg, region_codes: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
-                 support: Optional[Callable[[torch.Tensor], torch.Tensor]] = None):
+                 support: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+                 input_codes: Optional[Callable[[torch.Tensor], torch.Tensor]] = None):
         super().__init__()
         self.cfg = cfg
         self.region_codes, self.support, self.separate = region_codes, support, support is not None
+        self.input_codes = region_codes if self.separate else input_codes  # what the network reads beside the encoding
         self.encoding = HashGridEncoding.from_config(cfg.encoding)
-        inputs = code_inputs(region_codes if self.separate else None)
-        self.network = mlp(self.encoding.n_output_dims + inputs, 4, cfg.mlp_width, cfg.mlp_layers)
+        self.network = mlp(self.encoding.n_output_dims + code_inputs(self.input_codes), 4, cfg.mlp_width, cfg.mlp_layers)
         grid = cfg.occupancy
         self.occupancy = OccupancyGrid(cfg.radius, grid.resolution, grid.every, grid.threshold) if grid.resolution > 0 else None
         self.occupied = self.occupancy.occupied if self.occupancy is not None else None
@@ -68,7 +82,7 @@ class NeRFField(nn.Module):
     def forward(self, points: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """points [N, 3] -> density [N], albedo [N, 3]."""
         unit = (points / self.cfg.radius + 1.0) / 2.0  # [N, 3] in [0, 1]
-        features = with_codes(self.encoding(unit), self.region_codes if self.separate else None, points)
+        features = with_codes(self.encoding(unit), self.input_codes, points)
         raw = self.network(features).float()  # [N, 4]
         density = F.softplus(raw[:, 0] - 1.0 + self.density_bias(points))
         if self.separate:
