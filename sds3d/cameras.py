@@ -34,6 +34,11 @@ class Cameras:
     def position(self) -> torch.Tensor:
         return self.c2w[:, :3, 3]
 
+    def select(self, rows) -> "Cameras":
+        """The cameras at ``rows`` (a slice or an index tensor)."""
+        return Cameras(self.c2w[rows], self.fovy[rows], self.elevation[rows], self.azimuth[rows], self.distance[rows],
+                       self.light_position[rows], self.width, self.height)
+
     def rays(self):
         """Ray origins and unit directions, both [B, H, W, 3]."""
         device = self.c2w.device

@@ -360,8 +360,9 @@ class ImageConfig:
 
 @dataclass
 class GanConfig:
-    views: int = key(16, "guide samples per prompt, from cameras drawn as training's", positive=True)
-    sample_steps: int = key(50, "DDIM steps per guide sample", positive=True)
+    views: int = key(8, "guide samples per prompt, from cameras drawn as training's (drawn once, kept in "
+                        "<run>/guide-samples.pt)", positive=True)
+    sample_steps: int = key(20, "DDIM steps per guide sample", positive=True)
     lr: float = key(2.0e-4, "Adam learning rate of the discriminator")
     r1: float = key(1.0, "R1 penalty on the discriminator's gradient at the samples", low=0.0)
     weight: float = key(1.0, "weight of the generator's adversarial loss")

@@ -135,6 +135,7 @@ class Stage:
     prompts: Optional[object] = None  # what hands out each step's Conditions (``conditions(cameras, semantic)``);
     #                                   None: the PromptSet of cfg.prompt
     validate: Optional[Callable] = None  # (run_dir, step) -> the validation image written; None: ``save_validation``
+    objective: Optional[nn.Module] = None  # what turns a render into the scene's loss; None: cfg.objective's
 
 
 def nerf_stage(cfg, layout=None) -> Stage:
@@ -215,7 +216,7 @@ def build_session(cfg, guide=None, build_stage: Callable[..., Stage] = nerf_stag
     stage = build_stage(cfg, layout)
     prompts = stage.prompts or PromptSet(guide, cfg.prompt, layout, cfg.layout.object_views)
     scene = stage.scene.to(device)
-    objective = build_objective(cfg.objective, guide, cfg.train.steps).to(device)
+    objective = (stage.objective or build_objective(cfg.objective, guide, cfg.train.steps)).to(device)
     optimizer = build_optimizer(stage.param_groups, objective, cfg.train)
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.train.amp and device.type == "cuda")
     validate = stage.validate or (lambda run_dir, step: save_validation(stage.renderer, scene, cfg, run_dir, step))

@@ -11,6 +11,7 @@ import trimesh
 from typer.testing import CliRunner
 
 from sds3d import api
+from sds3d.amortize import adversarial
 from sds3d.amortize.generate import load_generator
 from sds3d.amortize.generator import TextGenerator
 from sds3d.bench import quality
@@ -148,3 +149,22 @@ def test_a_layout_or_particles_are_refused(tmp_path):
     prompts = prompts_file(tmp_path, "a red cube")
     with pytest.raises(ConfigError, match="scene.particles"):
         api.amortize(prompts, "amortize", [*EXACT, "scene.particles=2"], tmp_path / "out")
+
+
+def test_gan_mode_trains_a_discriminator_on_guide_samples_drawn_once(tmp_path, monkeypatch):
+    prompts = prompts_file(tmp_path, "a red cube", "a blue sphere")
+    overrides = [*EXACT, "train.steps=6", "train.ckpt_every=3", "amortize.gan.views=3", "amortize.gan.sample_steps=2"]
+    calls = iter(range(100))
+    cut = api.amortize(prompts, "amortize-gan", overrides, tmp_path / "gan", should_stop=lambda: next(calls) >= 3)
+    saved = torch.load(cut.run_dir / "guide-samples.pt", weights_only=True)
+    assert saved["images"].shape == (2, 3, 3, 16, 16) and saved["views"].shape == (2, 3, 3)
+    monkeypatch.setattr(adversarial, "sample_images", lambda *args, **kwargs: pytest.fail("a resume draws the samples again"))
+    resumed = api.amortize(overrides=[], run_dir=cut.run_dir, resume=True)
+    records = [json.loads(line) for line in (resumed.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert resumed.steps == 6 and [r["step"] for r in records] == list(range(1, 7))
+    assert all(r["loss/discriminator"] > 0 and "objective/d_real" in r for r in records)
+
+
+def test_gan_mode_refuses_a_colour_gate(tmp_path):
+    with pytest.raises(ConfigError, match="colour_t_max"):
+        api.amortize(prompts_file(tmp_path, "a red cube"), "amortize-gan", [*EXACT, "objective.colour_t_max=0.5"], tmp_path / "out")

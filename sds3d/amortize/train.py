@@ -8,6 +8,7 @@ import torch
 import torch.nn as nn
 from omegaconf import OmegaConf
 
+from sds3d.amortize.adversarial import AdversarialObjective
 from sds3d.amortize.generator import TextGenerator, training_embeddings
 from sds3d.atomic import atomic_write
 from sds3d.cameras import orbit_cameras
@@ -22,6 +23,7 @@ from sds3d.train import RunResult, Stage, regularisers, scheduled_group, train
 from sds3d.views import render_view
 
 GENERATOR_FILE = "generator.pt"
+GAN_SAMPLES_FILE = "guide-samples.pt"  # mode gan: the guide's samples of every prompt, drawn once per run
 
 
 class AmortizedPrompts:
@@ -46,13 +48,16 @@ def check_amortize_config(cfg) -> None:
     for key, (bad, fix) in refused.items():
         if bad:
             raise ConfigError(f"an amortized generator does not take {key}", hint=f"{key}={fix}")
+    if cfg.amortize.mode == "gan" and cfg.objective.colour_t_max < 1:
+        raise ConfigError("amortize.mode gan has no timestep to gate colour by (objective.colour_t_max)",
+                          hint="objective.colour_t_max=1.0, as configs/amortize-gan.yaml sets it")
 
 
 def build_generator(cfg, embedding_dim: int) -> TextGenerator:
     return TextGenerator(cfg.scene, len(cfg.amortize.prompts), embedding_dim, cfg.amortize.code_dim, cfg.seed)
 
 
-def generator_stage(cfg, guide) -> Stage:
+def generator_stage(cfg, guide, run_dir: Path) -> Stage:
     embeddings = training_embeddings(guide, cfg.amortize.prompts)
     generator = build_generator(cfg, embeddings.shape[1])
     generator.input_codes.set_embeddings(embeddings)
@@ -61,9 +66,12 @@ def generator_stage(cfg, guide) -> Stage:
     groups = [scheduled_group(generator.encoding.parameters(), cfg.train.lr_encoding), scheduled_group(network, cfg.train.lr_network),
               {"params": scene["background"].parameters(), "lr": cfg.train.lr_background}]
     renderer = VolumeRenderer(cfg.render, cfg.scene.radius, cfg.render.occupancy_grid)
+    objective = None
+    if cfg.amortize.mode == "gan":
+        objective = AdversarialObjective(cfg, guide, generator, cfg.amortize.prompts, Path(run_dir) / GAN_SAMPLES_FILE)
     return Stage(scene, renderer, groups, lambda out, step: regularisers(out, step, cfg.train),
                  lambda run_dir, timer: [save_generator(scene, cfg, run_dir)], prompts=AmortizedPrompts(guide, cfg, generator),
-                 validate=lambda run_dir, step: save_prompt_grid(renderer, scene, cfg, run_dir, step))
+                 validate=lambda run_dir, step: save_prompt_grid(renderer, scene, cfg, run_dir, step), objective=objective)
 
 
 def save_prompt_grid(renderer, scene: nn.ModuleDict, cfg, run_dir: Path, step: int) -> Path:
@@ -96,4 +104,4 @@ def train_generator(cfg, run_dir: Path, resume: bool = False, should_stop=None) 
     """Trains (or with ``resume`` continues) the generator of ``cfg.amortize.prompts`` in ``run_dir``."""
     check_amortize_config(cfg)
     guide = load_guide(cfg.guide, pick_device(cfg.device))
-    return train(cfg, run_dir, resume, should_stop, build_stage=lambda cfg, layout: generator_stage(cfg, guide), guide=guide)
+    return train(cfg, run_dir, resume, should_stop, build_stage=lambda cfg, layout: generator_stage(cfg, guide, run_dir), guide=guide)
