@@ -152,3 +152,14 @@ def test_a_prompt_longer_than_the_text_encoders_context_is_cut_with_a_warning(gu
     assert embedding.shape[1] == 77
     assert "more than the text encoder's 77: the rest is cut off" in caplog.text
     assert caplog.text.count("cut off") == 1  # the short prompt is not named
+
+
+def test_the_text_embedder_alone_embeds_as_the_guide_without_loading_the_unet(tiny_sd_dir, tmp_path, monkeypatch):
+    from diffusers import UNet2DConditionModel
+
+    from sds3d.guides.base import TextEmbedder
+
+    expected = load(tiny_sd_dir, tmp_path / "guide-cache").embed(["a hamburger"])
+    monkeypatch.setattr(UNet2DConditionModel, "from_pretrained", lambda *a, **k: pytest.fail("UNet loaded"))
+    alone = TextEmbedder.of(str(tiny_sd_dir), torch.device("cpu"), "fp32", str(tmp_path / "own-cache")).embed(["a hamburger"])
+    assert torch.equal(alone, expected)

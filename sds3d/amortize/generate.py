@@ -13,7 +13,7 @@ from sds3d.checkpoint import save_checkpoint
 from sds3d.config import load_saved_config, save_config
 from sds3d.device import pick_device
 from sds3d.errors import CheckpointError, ConfigError
-from sds3d.guides import load_guide
+from sds3d.guides import load_text_embedder
 from sds3d.render.background import Background
 from sds3d.timing import PartTimer
 from sds3d.train import RunResult
@@ -45,8 +45,7 @@ def generate_asset(cfg, scene: nn.ModuleDict, run_dir: Path, timer: PartTimer) -
     """``cfg`` is the generator's config with this prompt as prompt.text: the prompt's field, saved and exported."""
     device = pick_device(cfg.device)
     with timer("setup"):
-        guide = load_guide(cfg.guide, device)
-        embedding = pooled(guide.embed([cfg.prompt.text]))[0]
+        embedding = pooled(load_text_embedder(cfg.guide, device).embed([cfg.prompt.text]))[0]
     with timer("generate"):
         field = scene["field"].to(device).field_for(embedding)
     asset = nn.ModuleDict({"field": field, "background": scene["background"]}).to(device)

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from sds3d.errors import ConfigError, ModelLoadError
-from sds3d.guides.base import locate_model
+from sds3d.guides.base import TextEmbedder, locate_model
 from sds3d.guides.exact import ExactDenoiserGuide
 from sds3d.guides.pixel import PixelGuide
 from sds3d.guides.stable_diffusion import StableDiffusionGuide
@@ -39,3 +39,11 @@ def load_guide(cfg, device: torch.device):
     if cfg.tiny_vae:
         raise ConfigError(f"guide.tiny_vae is set, but '{cfg.model}' is a pixel-space model without a VAE", hint='set guide.tiny_vae=""')
     return PixelGuide.from_pretrained(model, device, cfg.dtype, cfg.channels_last, cfg.cache_dir, cfg.compile)
+
+
+def load_text_embedder(cfg, device: torch.device):
+    """What embeds prompts for the guide of ``cfg`` (the ``guide`` section), without loading its UNet: its text
+    encoder and embedding cache (the exact world guide is its own, and costs nothing to build)."""
+    if cfg.model.startswith("exact:"):
+        return ExactDenoiserGuide.from_spec(cfg.model, device)
+    return TextEmbedder.of(cfg.model, device, cfg.dtype, cfg.cache_dir)

@@ -122,21 +122,17 @@ def prepare_unet(unet, device: torch.device, channels_last: bool, compile: bool)
              "torch.compile (the first steps compile)" if compile else "eager (guide.compile=true compiles it)")
 
 
-class DiffusersGuide:
-    """A frozen diffusers UNet with its scheduler's alphas and a text encoder loaded only for prompts
-    missing from the embedding cache (then freed). Subclasses set ``resolution`` and ``encode``."""
+class TextEmbedder:
+    """A diffusers model's text embeddings: from the embedding cache, or from its text encoder, loaded only for
+    prompts missing there (then freed). Alone (``TextEmbedder.of``), it embeds prompts without loading the UNet."""
 
-    resolution: int
+    def __init__(self, model: str, cache: EmbeddingCache, device: torch.device, dtype: torch.dtype):
+        self.model, self.cache, self.device, self.dtype = model, cache, device, dtype
 
-    def __init__(self, model: str, unet, scheduler, cache: EmbeddingCache, device: torch.device, dtype: torch.dtype):
-        self.model, self.unet, self.cache = model, unet, cache
-        # A UNet with a camera embedding (the bundled prior) is told each view's camera_features.
-        self.view_aware = (unet.config.get("class_embed_type") == "projection"
-                           and unet.config.get("projection_class_embeddings_input_dim") == CAMERA_FEATURES)
-        self.device, self.dtype = device, dtype
-        self.prediction_type = scheduler.config.prediction_type
-        self.alphas_cumprod = scheduler.alphas_cumprod.to(device=device, dtype=torch.float32)
-        unet.requires_grad_(False).eval()
+    @classmethod
+    def of(cls, model: str, device: torch.device, dtype: str = "auto", cache_dir: str = "~/.cache/sds3d") -> "TextEmbedder":
+        model = locate_model(model)
+        return cls(model, EmbeddingCache(cache_dir, model_key(model)), device, resolve_dtype(dtype, device))
 
     def embed(self, prompts: List[str]) -> torch.Tensor:
         embeddings = {p: self.cache.get(p) for p in prompts}
@@ -182,6 +178,22 @@ class DiffusersGuide:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
         return hidden
+
+class DiffusersGuide(TextEmbedder):
+    """A frozen diffusers UNet with its scheduler's alphas, and the model's text embeddings (``TextEmbedder``).
+    Subclasses set ``resolution`` and ``encode``."""
+
+    resolution: int
+
+    def __init__(self, model: str, unet, scheduler, cache: EmbeddingCache, device: torch.device, dtype: torch.dtype):
+        super().__init__(model, cache, device, dtype)
+        self.unet = unet
+        # A UNet with a camera embedding (the bundled prior) is told each view's camera_features.
+        self.view_aware = (unet.config.get("class_embed_type") == "projection"
+                           and unet.config.get("projection_class_embeddings_input_dim") == CAMERA_FEATURES)
+        self.prediction_type = scheduler.config.prediction_type
+        self.alphas_cumprod = scheduler.alphas_cumprod.to(device=device, dtype=torch.float32)
+        unet.requires_grad_(False).eval()
 
     def unet_output(self, x_t: torch.Tensor, t: torch.Tensor, embeddings: torch.Tensor, **unet_kwargs) -> torch.Tensor:
         """The UNet's own prediction (eps or v; a learned-variance half dropped) for x_t [B, ...] under
