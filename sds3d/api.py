@@ -63,6 +63,9 @@ def generate(prompt: Optional[str] = None, config: Optional[str] = None, overrid
     if layout is not None:
         config, overrides = config or "semantic", [*overrides, f"layout.file={layout}"]
     cfg = load_config(config, overrides, prompt)
+    if cfg.amortize.mode == "gan":
+        raise ConfigError("amortize.mode gan trains a generator over a prompt set, not one asset",
+                          hint="sds3d amortize PROMPTS_FILE --config amortize-gan, then sds3d generate PROMPT --generator <its folder>")
     # A bad layout or a word the model cannot read fails before a run folder exists.
     if cfg.layout.file:
         load_layout(cfg.layout.file, cfg.scene.radius)
