@@ -364,7 +364,9 @@ class GanConfig:
                         "<run>/guide-samples.pt)", positive=True)
     sample_steps: int = key(20, "DDIM steps per guide sample", positive=True)
     lr: float = key(2.0e-4, "Adam learning rate of the discriminator")
-    r1: float = key(1.0, "R1 penalty on the discriminator's gradient at the samples", low=0.0)
+    r1: float = key(10.0, "R1 penalty on the discriminator's gradient at the samples", low=0.0)
+    shift: int = key(2, "DiffAugment translation: real and rendered images moved by up to this many pixels before the "
+                        "discriminator sees them (0: off)", low=0)
     weight: float = key(1.0, "weight of the generator's adversarial loss")
 
 

@@ -168,3 +168,12 @@ def test_gan_mode_trains_a_discriminator_on_guide_samples_drawn_once(tmp_path, m
 def test_gan_mode_refuses_a_colour_gate(tmp_path):
     with pytest.raises(ConfigError, match="colour_t_max"):
         api.amortize(prompts_file(tmp_path, "a red cube"), "amortize-gan", [*EXACT, "objective.colour_t_max=0.5"], tmp_path / "out")
+
+
+def test_the_bundled_generator_makes_an_asset_offline(tmp_path):
+    result = CliRunner().invoke(app, ["generate", "a blue cone", "--out", str(tmp_path / "run"), "export.resolution=48",
+                                      "export.texture=false"])
+    assert result.exit_code == 0, result.output
+    mesh = trimesh.load(tmp_path / "run" / "mesh.glb", force="mesh")
+    colour = torch.tensor(mesh.visual.vertex_colors[:, :3], dtype=torch.float32).mean(0) / 255
+    assert len(mesh.faces) > 100 and colour[2] > colour[0] + 0.3, colour

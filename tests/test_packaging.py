@@ -37,6 +37,8 @@ def test_the_wheel_carries_configs_assets_and_cuda_sources_and_stays_small(wheel
         assert f"sds3d/assets/prior/{part}" in names
     assert "sds3d/assets/sd21-base/unet/config.json" in names and "sds3d/cuda/hashgrid.cu" in names
     assert {f"sds3d/assets/layouts/{p.name}" for p in (ROOT / "assets" / "layouts").iterdir()} <= names
+    assert {"sds3d/assets/generator/config.yaml", "sds3d/assets/generator/generator.pt",
+            "sds3d/assets/prompts/world-training-singles.txt"} <= names
     assert not any(n.startswith("sds3d/assets/readme/") for n in names)  # README's pictures stay in the repository
     assert wheel.stat().st_size < 20e6
 

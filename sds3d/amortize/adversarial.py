@@ -27,6 +27,20 @@ from sds3d.prior.sample import sample_images
 SAMPLE_BATCH = 64  # guide samples drawn together
 
 
+def shifted(images: torch.Tensor, pixels: int) -> torch.Tensor:
+    """DiffAugment's translation: each image moved by up to ``pixels`` each way, the border filled with its edge
+    (differentiable; with so few real images per prompt it keeps the discriminator from memorising them)."""
+    if pixels <= 0:
+        return images
+    b, _, h, w = images.shape
+    padded = F.pad(images, [pixels] * 4, mode="replicate")
+    dx, dy = (torch.randint(0, 2 * pixels + 1, (b,), device=images.device) for _ in range(2))
+    rows = (torch.arange(h, device=images.device) + dy[:, None])[:, :, None].expand(b, h, w)
+    cols = (torch.arange(w, device=images.device) + dx[:, None])[:, None, :].expand(b, h, w)
+    index = (rows * (w + 2 * pixels) + cols).flatten(1)[:, None].expand(-1, images.shape[1], -1)
+    return padded.flatten(2).gather(2, index).view_as(images)
+
+
 def view_features(cameras: Cameras) -> torch.Tensor:
     """[B, 3]: the view's azimuth as sin and cos, and its elevation as a fraction of a right angle."""
     azimuth, elevation = torch.deg2rad(cameras.azimuth.float()), cameras.elevation.float() / 90.0
@@ -60,7 +74,7 @@ class AdversarialObjective(nn.Module):
         gan, codes = cfg.amortize.gan, generator.input_codes
         # Callables, not the generator itself: as a submodule its parameters would join the discriminator's.
         self.shown, self.text = lambda: codes.index, codes.standardised
-        self.r1, self.weight, self.lr = gan.r1, gan.weight, gan.lr
+        self.r1, self.weight, self.lr, self.shift = gan.r1, gan.weight, gan.lr, gan.shift
         self.discriminator = Discriminator(guide.resolution, codes.embeddings.shape[1])
         images, views = guide_samples(cfg, guide, prompts, samples_file)
         self.register_buffer("images", images.to(guide.device), persistent=False)  # [P, V, 3, r, r] in [-1, 1]
@@ -71,14 +85,14 @@ class AdversarialObjective(nn.Module):
         pick = torch.randint(self.images.shape[1], (batch,), device=self.images.device)
         real = self.images[index, pick].detach().requires_grad_(self.r1 > 0)
         text, fake_views = self.text(index).expand(batch, -1), view_features(conditions.cameras).to(x.device)
-        real_score = self.discriminator(real, text, self.views[index, pick])
-        fake_score = self.discriminator(x.detach(), text, fake_views)
+        real_score = self.discriminator(shifted(real, self.shift), text, self.views[index, pick])
+        fake_score = self.discriminator(shifted(x.detach(), self.shift), text, fake_views)
         d_loss = F.softplus(fake_score).mean() + F.softplus(-real_score).mean()
         if self.r1 > 0:
             (grad,) = torch.autograd.grad(real_score.sum(), real, create_graph=True)
             d_loss = d_loss + 0.5 * self.r1 * grad.pow(2).flatten(1).sum(1).mean()
         frozen = {name: p.detach() for name, p in self.discriminator.named_parameters()}
-        g_loss = F.softplus(-functional_call(self.discriminator, frozen, (x, text, fake_views))).mean()
+        g_loss = F.softplus(-functional_call(self.discriminator, frozen, (shifted(x, self.shift), text, fake_views))).mean()
         stats = {"d_real": real_score.mean().item(), "d_fake": fake_score.mean().item()}
         return ObjectiveOutput(self.weight * g_loss, stats, {"discriminator": d_loss})
 
