@@ -87,6 +87,9 @@ def test_generate_writes_a_run_folder_that_export_and_bench_take(two_prompt_gene
     mesh = trimesh.load(run / "mesh.glb", force="mesh")
     assert len(mesh.faces) > 0 and (run / "mesh.ply").is_file()
     assert api.export(run, ["obj"]) == [run / "mesh.obj"]
+    refined = api.refine(run, overrides=["refine.steps=2", "refine.width=16", "refine.height=16", "refine.mesh_resolution=24"])
+    assert refined.steps == 2 and (run / "refine" / "mesh.glb").is_file()
+    assert api.refine(run, overrides=["refine.steps=3"], resume=True).steps == 3
     monkeypatch.setattr(quality, "RESOLUTION", 16)
     rows = quality.run_quality([], ["export.resolution=16"], tmp_path / "bench", prompts=["a blue sphere"],
                                generators=[two_prompt_generator])

@@ -11,6 +11,7 @@ run, its renders, then the refined mesh's, above the ground truth).
 """
 
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Dict, List, Sequence
@@ -30,7 +31,10 @@ from sds3d.render.raster import MeshRenderer
 from sds3d.render.volume import VolumeRenderer
 from sds3d.views import render_view
 from sds3d.world.metrics import best_rotation_iou, ground_truth, per_object_scores, silhouette_iou
+from sds3d.train import RunResult
 from sds3d.world.scenes import Scene, parse_caption
+
+log = logging.getLogger("sds3d")
 
 PROMPTS: Dict[str, List[str]] = {
     "single": ["a red cube", "a blue sphere", "a yellow cone"],
@@ -128,8 +132,16 @@ def method_runner(method: str, overrides: Sequence[str], out_dir: Path):
 
 
 def generator_runner(generator: Path, overrides: Sequence[str]):
-    """(prompt, run_dir) -> RunResult: an asset from the amortized generator folder, in one forward pass."""
-    return lambda prompt, run_dir: api.generate_with(generator, prompt, [*overrides, "export.video_frames=0"], run_dir)
+    """(prompt, run_dir) -> RunResult: an asset from the amortized generator folder, in one forward pass. A prompt
+    whose field is empty has no mesh to write; its run folder still holds the field, which scores 0."""
+    def run(prompt: str, run_dir: Path):
+        try:
+            return api.generate_with(generator, prompt, [*overrides, "export.video_frames=0"], run_dir)
+        except ExportError as exc:
+            log.warning("%s: %s", prompt, exc)
+            return RunResult(run_dir, 0, 0.0)
+
+    return run
 
 
 def run_quality(methods: Sequence[str], overrides: Sequence[str], out_dir: Path, sets: Sequence[str] = tuple(PROMPTS),
@@ -148,7 +160,8 @@ def run_quality(methods: Sequence[str], overrides: Sequence[str], out_dir: Path,
             wall = time.perf_counter() - began
             scores = score_run(result.run_dir, prompt)
             picture = scores.pop("picture")
-            objective = api.load_run(result.run_dir)[0].objective.name
+            cfg = api.load_run(result.run_dir)[0]
+            objective = "gan" if cfg.amortize.mode == "gan" else cfg.objective.name  # ET3D's generators have no objective
             rows.append({"method": name, "objective": objective, "set": set_name, "prompt": prompt,
                          **scores, "steps": result.steps, "wall_s": wall, "s_per_step": result.seconds_per_step})
             if refine:
