@@ -13,7 +13,7 @@ from sds3d.export.gltf import TEXTURED_FORMATS, write_textured
 from sds3d.export.isosurface import extract_mesh, silhouette_threshold
 from sds3d.export.mesh_io import write_mesh
 from sds3d.export.texture import bake_texture
-from sds3d.render.volume import occupied_query, ray_box_bounds, stratified_depths
+from sds3d.render.volume import ray_box_bounds, stratified_depths
 from sds3d.scene.mesh import MeshScene, TextureField
 
 # Scene frame (z up, front +x) -> glTF frame (y up, front +z), a proper rotation.
@@ -29,8 +29,7 @@ def mesh_asset(surface, field) -> MeshScene:
 def render_threshold(field, cfg, views: int = 8, resolution: int = 48, samples: int = 192) -> float:
     """The density level whose isosurface has the silhouette of the field's renders (``silhouette_threshold``),
     from ``views`` cameras around the object at the eval distance, half at the eval elevation and half
-    above it, with ``samples`` evenly spaced samples per ray (none queried where the field's occupancy grid, if any,
-    marks space empty, as in its renders)."""
+    above it, with ``samples`` evenly spaced samples per ray."""
     device = next(field.parameters()).device
     c = cfg.cameras
     elevation = torch.tensor([c.eval_elevation, c.eval_elevation + 30.0]).repeat_interleave(views // 2)
@@ -41,7 +40,7 @@ def render_threshold(field, cfg, views: int = 8, resolution: int = 48, samples: 
     near, far = ray_box_bounds(origins, dirs, cfg.scene.radius)
     depths = stratified_depths(near, far, samples, jitter=False)
     points = origins[:, None] + dirs[:, None] * depths[..., None]
-    density = torch.cat([occupied_query(field, p)[0] for p in points.reshape(-1, 3).split(65536)]).reshape(depths.shape)
+    density = torch.cat([field.density(p) for p in points.reshape(-1, 3).split(65536)]).reshape(depths.shape)
     optical_depth = (density * ((far - near) / samples)[:, None]).sum(-1)
     return silhouette_threshold(density.amax(-1).cpu(), optical_depth.cpu())
 

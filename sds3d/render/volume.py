@@ -67,18 +67,6 @@ def sample_pdf(depths: torch.Tensor, weights: torch.Tensor, count: int, jitter: 
     return lo + frac * (hi - lo)
 
 
-def occupied_query(field, points: torch.Tensor):
-    """density [N], albedo [N, 3], querying the field only where its ``occupied`` (if any) says a sample
-    can have density: elsewhere density and albedo are 0."""
-    occupied = getattr(field, "occupied", None)
-    if occupied is None:
-        return field.query(points, False)[:2]
-    keep = occupied(points).nonzero()[:, 0]
-    density, albedo, _ = field.query(points[keep], False)
-    return (torch.zeros(points.shape[0], dtype=density.dtype, device=points.device).index_put((keep,), density),
-            torch.zeros(points.shape[0], 3, dtype=albedo.dtype, device=points.device).index_put((keep,), albedo))
-
-
 class VolumeRenderer:
     """Renders ``field`` (see module doc) and a background module from a batch of cameras."""
 
@@ -115,11 +103,23 @@ class VolumeRenderer:
         depths = stratified_depths(near, far, self.cfg.samples, jitter)
         if self.cfg.importance_samples > 0:
             with torch.no_grad():
-                coarse = self._weights(occupied_query(field, (origins[:, None] + dirs[:, None] * depths[..., None]).reshape(-1, 3))[0],
+                coarse = self._weights(self._query(field, (origins[:, None] + dirs[:, None] * depths[..., None]).reshape(-1, 3))[0],
                                        depths, far)
                 fine = sample_pdf(depths, coarse, self.cfg.importance_samples, jitter)
             depths, _ = torch.sort(torch.cat([depths, fine], dim=-1), dim=-1)
         return depths, far
+
+    @staticmethod
+    def _query(field, points):
+        """density [N], albedo [N, 3], querying the field only where its ``occupied`` (if any) says a sample
+        can have density: elsewhere density and albedo are 0."""
+        occupied = getattr(field, "occupied", None)
+        if occupied is None:
+            return field.query(points, False)[:2]
+        keep = occupied(points).nonzero()[:, 0]
+        density, albedo, _ = field.query(points[keep], False)
+        return (torch.zeros(points.shape[0], dtype=density.dtype, device=points.device).index_put((keep,), density),
+                torch.zeros(points.shape[0], 3, dtype=albedo.dtype, device=points.device).index_put((keep,), albedo))
 
     @staticmethod
     def _weights(density, depths, far):
@@ -156,7 +156,7 @@ class VolumeRenderer:
         n, s = depths.shape
         points = (origins[:, None] + dirs[:, None] * depths[..., None]).reshape(-1, 3)  # [N*S, 3]
         need_normals = with_normals or shading != "albedo"
-        density, albedo = occupied_query(field, points)
+        density, albedo = self._query(field, points)
         weights = self._weights(density, depths, far)  # [N, S]
         normals = self._visible_normals(field, points, density, weights) if need_normals else None
         lights = light[:, None].expand(n, s, 3).reshape(-1, 3)
