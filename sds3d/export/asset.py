@@ -49,7 +49,7 @@ def nerf_surface(field, cfg, resolution: int):
     """The NeRF field's surface by marching cubes, in the scene frame, with vertex colours from its albedo;
     at export.threshold, or when that is null at the level whose outline matches the field's renders."""
     device = next(field.parameters()).device
-    threshold = render_threshold(field, cfg) if cfg.export.threshold is None else cfg.export.threshold
+    threshold = render_threshold(field, cfg, samples=cfg.export.level_samples) if cfg.export.threshold is None else cfg.export.threshold
     with torch.no_grad():
         return extract_mesh(
             field.density,
