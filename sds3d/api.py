@@ -103,9 +103,7 @@ def amortize(prompts_file: Optional[Path] = None, config: Optional[str] = "amort
     list; one config for all, so entries carry no config, overrides or seed) into ``run_dir`` (default
     <out_dir>/amortize-<file>-<time>). ``resume`` continues ``run_dir`` from its checkpoint with its saved config."""
     if resume:
-        cfg = load_saved_config(Path(run_dir) / "config.yaml", overrides)
-        if not (Path(run_dir) / "ckpt" / "last.pt").is_file():
-            raise ConfigError(f"'{run_dir}' has no checkpoint to resume from", hint="start it again with `sds3d amortize PROMPTS_FILE`")
+        cfg = resumable_config(Path(run_dir), overrides, "start it again with `sds3d amortize PROMPTS_FILE`")
         return train_generator(cfg, Path(run_dir), True, should_stop)
     from sds3d.batch.jobs import portable_config, read_jobs  # sds3d.batch.jobs imports this module
 
@@ -127,10 +125,7 @@ def refine(run_dir: Path, config: Optional[str] = None, overrides: Sequence[str]
     run_dir = Path(run_dir)
     refine_dir = run_dir / REFINE_DIR
     if resume:
-        cfg = load_saved_config(refine_dir / "config.yaml", overrides)
-        if not (refine_dir / "ckpt" / "last.pt").is_file():
-            raise ConfigError(f"'{refine_dir}' has no checkpoint to resume from", hint=f"start it with `sds3d refine {run_dir}`")
-        return resume_refine(cfg, refine_dir)
+        return resume_refine(resumable_config(refine_dir, overrides, f"start it with `sds3d refine {run_dir}`"), refine_dir)
     cfg = load_refine_config(run_dir / "config.yaml", config, overrides)
     return refine_stage(cfg, load_scene(cfg, run_dir), run_dir)
 
@@ -138,10 +133,15 @@ def refine(run_dir: Path, config: Optional[str] = None, overrides: Sequence[str]
 def resume(run_dir: Path, overrides: Sequence[str] = ()) -> RunResult:
     """Continue a run from ``ckpt/last.pt`` with its saved config (overrides such as train.steps allowed)."""
     run_dir = Path(run_dir)
-    cfg = load_saved_config(run_dir / "config.yaml", overrides)
-    if not (run_dir / "ckpt" / "last.pt").is_file():
-        raise ConfigError(f"'{run_dir}' has no checkpoint to resume from", hint="start it again with `sds3d run`")
-    return train(cfg, run_dir, resume=True)
+    return train(resumable_config(run_dir, overrides, "start it again with `sds3d run`"), run_dir, resume=True)
+
+
+def resumable_config(folder: Path, overrides: Sequence[str], restart_hint: str):
+    """The saved config of a run folder that has a checkpoint to resume from (else a ConfigError with ``restart_hint``)."""
+    cfg = load_saved_config(folder / "config.yaml", overrides)
+    if not (folder / "ckpt" / "last.pt").is_file():
+        raise ConfigError(f"'{folder}' has no checkpoint to resume from", hint=restart_hint)
+    return cfg
 
 
 def export(run_dir: Path, formats: Sequence[str] = ("glb",), resolution: Optional[int] = None,

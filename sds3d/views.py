@@ -15,7 +15,7 @@ from sds3d.render.raster import MeshRenderer
 from sds3d.timing import PartTimer
 
 
-def _to_uint8(image: torch.Tensor) -> np.ndarray:
+def to_uint8(image: torch.Tensor) -> np.ndarray:
     return (image.clamp(0.0, 1.0) * 255).round().byte().cpu().numpy()
 
 
@@ -32,7 +32,7 @@ def validation_grid(renderer, scene, cfg) -> np.ndarray:
         opacity = out.opacity[0]
         normal = (out.normal[0] * 0.5 + 0.5) * opacity + (1.0 - opacity)  # white where empty
         rows.append(torch.cat([out.rgb[0], normal, opacity.expand(-1, -1, 3)], dim=1))
-    return _to_uint8(torch.cat(rows, dim=0))
+    return to_uint8(torch.cat(rows, dim=0))
 
 
 def save_validation(renderer, scene, cfg, run_dir: Path, step: int) -> Path:
@@ -41,7 +41,7 @@ def save_validation(renderer, scene, cfg, run_dir: Path, step: int) -> Path:
 
 def save_turntable(renderer, scene, cfg, path: Path) -> Path:
     cameras = orbit_cameras(cfg.cameras, cfg.export.video_frames, cfg.export.video_resolution)
-    frames = [_to_uint8(render_view(renderer, scene, cam, shading="diffuse").rgb[0]) for cam in cameras]
+    frames = [to_uint8(render_view(renderer, scene, cam, shading="diffuse").rgb[0]) for cam in cameras]
     return write_video(frames, path, fps=cfg.export.video_fps)
 
 

@@ -73,7 +73,7 @@ class AdversarialObjective(nn.Module):
         super().__init__()
         gan, codes = cfg.amortize.gan, generator.input_codes
         # Callables, not the generator itself: as a submodule its parameters would join the discriminator's.
-        self.shown, self.text = lambda: codes.index, codes.standardised
+        self.shown, self.text = lambda: codes.index, lambda index: codes.standardised(codes.embeddings[index])
         self.r1, self.weight, self.lr, self.shift = gan.r1, gan.weight, gan.lr, gan.shift
         self.discriminator = Discriminator(guide.resolution, codes.embeddings.shape[1])
         images, views = guide_samples(cfg, guide, prompts, samples_file)
@@ -108,8 +108,8 @@ def guide_samples(cfg, guide, prompts: List[str], samples_file: Path) -> Tuple[t
     cameras = seeded_cameras(cfg, count, cfg.seed)
     labels = view_labels(cameras.elevation, cameras.azimuth, cfg.prompt.front_threshold, cfg.prompt.back_threshold,
                          cfg.prompt.overhead_threshold)
-    captions = [view_prompt(prompts[n // gan.views], label) if cfg.prompt.view_dependent else prompts[n // gan.views]
-                for n, label in enumerate(labels)]
+    texts = [prompt for prompt in prompts for _ in range(gan.views)]
+    captions = [view_prompt(text, label) if cfg.prompt.view_dependent else text for text, label in zip(texts, labels)]
     images = []
     for start in tqdm(range(0, count, SAMPLE_BATCH), desc="guide samples", unit="batch", dynamic_ncols=True):
         rows = slice(start, start + SAMPLE_BATCH)

@@ -39,16 +39,16 @@ class PromptCode(nn.Module):
         self.mean.copy_(embeddings.mean(0))
         self.std.copy_(embeddings.std(0, unbiased=False).clamp(min=1e-3) if len(embeddings) > 1 else torch.ones_like(self.std))
 
-    def standardised(self, index: int) -> torch.Tensor:
-        """Training prompt ``index``'s pooled embedding [D], standardised."""
-        return (self.embeddings[index] - self.mean) / self.std
+    def standardised(self, embedding: torch.Tensor) -> torch.Tensor:
+        """A pooled embedding [D] in the training prompts' standard units."""
+        return (embedding - self.mean) / self.std
 
     def code(self, embedding: torch.Tensor) -> torch.Tensor:
         """A pooled embedding [D] -> its code [C]."""
-        return self.mapping((embedding - self.mean) / self.std)
+        return self.mapping(self.standardised(embedding))
 
     def forward(self, points: torch.Tensor) -> torch.Tensor:
-        return self.mapping(self.standardised(self.index)).expand(len(points), -1)
+        return self.code(self.embeddings[self.index]).expand(len(points), -1)
 
 
 class TextGenerator(NeRFField):

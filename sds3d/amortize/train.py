@@ -20,7 +20,7 @@ from sds3d.guides.prompts import PromptSet
 from sds3d.render.background import Background
 from sds3d.render.volume import VolumeRenderer
 from sds3d.train import RunResult, Stage, regularisers, scheduled_group, train
-from sds3d.views import render_view
+from sds3d.views import render_view, to_uint8
 
 GENERATOR_FILE = "generator.pt"
 GAN_SAMPLES_FILE = "guide-samples.pt"  # mode gan: the guide's samples of every prompt, drawn once per run
@@ -84,8 +84,7 @@ def save_prompt_grid(renderer, scene: nn.ModuleDict, cfg, run_dir: Path, step: i
         generator.show(index)
         rows.append(torch.cat([render_view(renderer, scene, camera).rgb[0] for camera in cameras], dim=1))
     generator.show(shown)
-    image = (torch.cat(rows, dim=0).clamp(0.0, 1.0) * 255).round().byte().cpu().numpy()
-    return write_image(image, run_dir / "progress" / f"step-{step:05d}.png")
+    return write_image(to_uint8(torch.cat(rows, dim=0)), run_dir / "progress" / f"step-{step:05d}.png")
 
 
 def validation_prompts(prompts: int, rows: int) -> List[int]:

@@ -160,7 +160,7 @@ def run_quality(methods: Sequence[str], overrides: Sequence[str], out_dir: Path,
             wall = time.perf_counter() - began
             scores = score_run(result.run_dir, prompt)
             picture = scores.pop("picture")
-            cfg = api.load_run(result.run_dir)[0]
+            cfg = load_saved_config(result.run_dir / "config.yaml")
             objective = "gan" if cfg.amortize.mode == "gan" else cfg.objective.name  # ET3D's generators have no objective
             rows.append({"method": name, "objective": objective, "set": set_name, "prompt": prompt,
                          **scores, "steps": result.steps, "wall_s": wall, "s_per_step": result.seconds_per_step})

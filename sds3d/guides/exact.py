@@ -99,7 +99,7 @@ class ExactDenoiserGuide:
             labels = self._render(caption)[1]
             keep = [i for i, view in enumerate(labels) if view == label] if suffix else []
             set_id = stable_id(prompt)
-            while set_id in self._sets or set_id == _UNION:  # a hash collision: the next free id
+            while set_id in self._sets:  # a hash collision: the next free id
                 set_id = set_id % _ID_RANGE + 1
             self._sets[set_id] = (caption, torch.tensor(keep or list(range(len(labels))), device=self.device))
             self._ids[prompt] = set_id
