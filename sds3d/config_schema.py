@@ -319,8 +319,8 @@ class TrainConfig:
 class ExportConfig:
     formats: List[Literal["glb", "obj", "ply"]] = key(["glb"], "any of glb, obj, ply, written as mesh.<format>")
     resolution: int = key(96, "marching-cubes grid per side", positive=True)
-    threshold: Optional[float] = key(None, "density threshold; null picks it from the renderer's step size")
-    level_samples: int = key(192, "samples per ray of the renders that the null threshold is calibrated on (8 views, 48 px)",
+    threshold: Optional[float] = key(None, "density threshold; null: the level whose surface outlines renders of the grid")
+    level_samples: int = key(192, "samples per ray of the grid renders the null threshold is set from (8 views, 48 px)",
                              positive=True)
     min_component_fraction: float = key(0.05, "drop pieces smaller than this fraction of the largest")
     max_faces: int = key(20000, "quadric-decimate meshes with more faces to this budget (0: keep all); UV unwrapping "

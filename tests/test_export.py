@@ -8,7 +8,9 @@ import trimesh
 
 from sds3d.atomic import atomic_write
 from sds3d.errors import ExportError
-from sds3d.export import auto_threshold, extract_mesh, sample_grid, write_image, write_mesh, write_video
+from sds3d.export.asset import render_threshold
+from sds3d.config import load_config
+from sds3d.export import auto_threshold, extract_mesh, grid_values, mesh_grid, sample_grid, write_image, write_mesh, write_video
 
 RADIUS, RES = 1.0, 40
 VOXEL = 2 * RADIUS / (RES - 1)
@@ -34,6 +36,27 @@ def test_sample_grid_covers_the_box_end_to_end():
     assert grid.shape == (5, 5, 5, 3)
     assert grid[0, 0, 0].tolist() == [-2.0, -2.0, -2.0]
     assert grid[4, 1, 2].tolist() == [2.0, -1.0, 0.0]
+
+
+def test_grid_values_interpolate_the_lattice_trilinearly():
+    grid = sample_grid(lambda p: p @ torch.tensor([1.0, -2.0, 3.0]) + 0.5, radius=2.0, resolution=5)
+    points = torch.rand(6, 7, 3) * 4.0 - 2.0  # inside the box: trilinear interpolation of a linear field is exact
+    expected = points @ torch.tensor([1.0, -2.0, 3.0]) + 0.5
+    torch.testing.assert_close(grid_values(grid, 2.0, points), expected, atol=1e-5, rtol=0)
+    assert grid_values(grid, 2.0, torch.tensor([[5.0, 0.0, 0.0]])).item() == 0.0
+
+
+def test_render_threshold_outlines_what_the_renders_show():
+    """A ball of density 30 in haze of 0.05 (optical depth under 0.2 along any ray, never shown): the level sits
+    above the haze, and its surface is the ball's."""
+    cfg = load_config(prompt="a red ball")
+    centre = torch.tensor([0.3, -0.2, 0.1])
+    grid = sample_grid(lambda p: torch.where((p - centre).norm(dim=-1) < 0.4, 30.0, 0.05), cfg.scene.radius, 64)
+    level = render_threshold(grid, cfg)
+    assert 0.05 < level < 30.0
+    mesh = mesh_grid(grid, level, red, cfg.scene.radius)
+    radii = np.linalg.norm(mesh.vertices - centre.numpy(), axis=1)
+    assert np.abs(radii - 0.4).max() < 2 * 2 * cfg.scene.radius / 63
 
 
 def test_sphere_surface_lies_at_its_radius(sphere):

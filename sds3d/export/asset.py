@@ -10,7 +10,7 @@ import torch
 from sds3d.cameras import make_cameras
 from sds3d.export.decimate import decimate
 from sds3d.export.gltf import TEXTURED_FORMATS, write_textured
-from sds3d.export.isosurface import extract_mesh, silhouette_threshold
+from sds3d.export.isosurface import grid_values, mesh_grid, sample_grid, silhouette_threshold
 from sds3d.export.mesh_io import write_mesh
 from sds3d.export.texture import bake_texture
 from sds3d.render.volume import ray_box_bounds, stratified_depths
@@ -26,41 +26,35 @@ def mesh_asset(surface, field) -> MeshScene:
 
 
 @torch.no_grad()
-def render_threshold(field, cfg, views: int = 8, resolution: int = 48, samples: int = 192) -> float:
-    """The density level whose isosurface has the silhouette of the field's renders (``silhouette_threshold``),
-    from ``views`` cameras around the object at the eval distance, half at the eval elevation and half
-    above it, with ``samples`` evenly spaced samples per ray."""
-    device = next(field.parameters()).device
-    c = cfg.cameras
+def render_threshold(grid: torch.Tensor, cfg, views: int = 8, resolution: int = 48, samples: int = 192) -> float:
+    """The density level whose isosurface has the silhouette of renders of the density ``grid`` (``sample_grid``'s
+    lattice over the scene box, trilinearly interpolated), by ``silhouette_threshold``: from ``views`` cameras
+    around the object at the eval distance, half at the eval elevation and half above it, with ``samples`` evenly
+    spaced samples per ray. Rendering the lattice marching cubes meshes, not the field, calibrates the level on
+    the very volume it cuts, and costs a lookup per sample instead of a field query."""
+    c, radius = cfg.cameras, cfg.scene.radius
     elevation = torch.tensor([c.eval_elevation, c.eval_elevation + 30.0]).repeat_interleave(views // 2)
     azimuth = torch.arange(views) * (360.0 / (views // 2)) + (elevation > c.eval_elevation) * (180.0 / (views // 2))
     cameras = make_cameras(elevation, azimuth, torch.full((views,), c.eval_distance), torch.full((views,), c.eval_fovy),
-                           resolution, resolution).to(device)
+                           resolution, resolution)
     origins, dirs = (t.reshape(-1, 3) for t in cameras.rays())
-    near, far = ray_box_bounds(origins, dirs, cfg.scene.radius)
+    near, far = ray_box_bounds(origins, dirs, radius)
     depths = stratified_depths(near, far, samples, jitter=False)
-    points = origins[:, None] + dirs[:, None] * depths[..., None]
-    density = torch.cat([field.density(p) for p in points.reshape(-1, 3).split(65536)]).reshape(depths.shape)
+    points = origins[:, None] + dirs[:, None] * depths[..., None]  # [R, S, 3]
+    density = grid_values(grid, radius, points)  # [R, S]
     optical_depth = (density * ((far - near) / samples)[:, None]).sum(-1)
-    return silhouette_threshold(density.amax(-1).cpu(), optical_depth.cpu())
+    return silhouette_threshold(density.amax(-1), optical_depth)
 
 
 def nerf_surface(field, cfg, resolution: int):
     """The NeRF field's surface by marching cubes, in the scene frame, with vertex colours from its albedo;
-    at export.threshold, or when that is null at the level whose outline matches the field's renders."""
+    at export.threshold, or when that is null at the level whose outline matches the renders of the sampled grid."""
     device = next(field.parameters()).device
-    threshold = render_threshold(field, cfg, samples=cfg.export.level_samples) if cfg.export.threshold is None else cfg.export.threshold
+    radius = cfg.scene.radius
     with torch.no_grad():
-        return extract_mesh(
-            field.density,
-            lambda points: field(points)[1],
-            radius=cfg.scene.radius,
-            resolution=resolution,
-            threshold=threshold,
-            reference_step=2.0 * cfg.scene.radius / (cfg.render.samples + cfg.render.importance_samples),
-            min_component_fraction=cfg.export.min_component_fraction,
-            device=device,
-        )
+        grid = sample_grid(field.density, radius, resolution, device=device)
+        threshold = render_threshold(grid, cfg, samples=cfg.export.level_samples) if cfg.export.threshold is None else cfg.export.threshold
+        return mesh_grid(grid, threshold, lambda points: field(points)[1], radius, cfg.export.min_component_fraction, device)
 
 
 def write_asset(mesh, albedo_fn, cfg, run_dir: Path, formats: Sequence[str]) -> List[Path]:

@@ -5,6 +5,7 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 import trimesh
 from skimage.measure import marching_cubes
 
@@ -32,9 +33,18 @@ def sample_grid(fn: PointFn, radius: float, resolution: int, chunk: int = 65536,
 
     ``grid[i, j, k]`` is the value at ``(x_i, y_j, z_k)``.
     """
+    if resolution < 2:
+        raise ExportError(f"export resolution must be at least 2, got {resolution}")
     axis = torch.linspace(-radius, radius, resolution)
     values = _evaluate(fn, _lattice_chunks(axis, chunk), device)
     return values.reshape(resolution, resolution, resolution, *values.shape[1:])
+
+
+def grid_values(grid: torch.Tensor, radius: float, points: torch.Tensor) -> torch.Tensor:
+    """``sample_grid``'s ``[R,R,R]`` lattice trilinearly interpolated at ``points`` [..., 3] (zero outside the box)."""
+    # grid[i, j, k] sits at (x_i, y_j, z_k), and grid_sample reads a point's last coordinate as the first axis
+    lookup = (points.reshape(1, 1, 1, -1, 3) / radius).flip(-1).to(grid.dtype)
+    return F.grid_sample(grid[None, None], lookup, align_corners=True).reshape(points.shape[:-1])
 
 
 def _check_grid(grid: torch.Tensor) -> None:
@@ -97,17 +107,23 @@ def extract_mesh(
     min_component_fraction: float = 0.01,
     device="cpu",
 ) -> trimesh.Trimesh:
-    """Mesh the surface where density crosses ``threshold`` (``auto_threshold`` when None).
+    """Mesh the surface where density crosses ``threshold`` (``auto_threshold`` when None) on the
+    ``resolution``^3 lattice (``sample_grid``); the rest as :func:`mesh_grid`."""
+    grid = sample_grid(density_fn, radius, resolution, device=device)
+    level = auto_threshold(grid, reference_step) if threshold is None else float(threshold)
+    return mesh_grid(grid, level, color_fn, radius, min_component_fraction, device)
+
+
+def mesh_grid(
+    grid: torch.Tensor, level: float, color_fn: PointFn, radius: float, min_component_fraction: float = 0.01, device="cpu"
+) -> trimesh.Trimesh:
+    """Mesh the surface where the density ``grid`` (as :func:`sample_grid` returns it) crosses ``level``.
 
     Faces face outward (away from high density). Connected components with fewer faces than
     ``min_component_fraction`` of the largest are dropped as floaters. Vertex colours are
     ``color_fn(vertices) -> [N,3]`` in [0,1], stored as uint8 RGBA.
     """
-    if resolution < 2:
-        raise ExportError(f"export resolution must be at least 2, got {resolution}")
-    grid = sample_grid(density_fn, radius, resolution, device=device).reshape(resolution, resolution, resolution)
     _check_grid(grid)
-    level = auto_threshold(grid, reference_step) if threshold is None else float(threshold)
     peak, floor = float(grid.max()), float(grid.min())
     if peak <= level:
         raise ExportError(
@@ -119,7 +135,7 @@ def extract_mesh(
             f"density is above threshold {level:.4g} everywhere in the box (min {floor:.4g}), so there is no surface",
             hint="raise export.threshold",
         )
-    step = 2 * radius / (resolution - 1)
+    step = 2 * radius / (grid.shape[0] - 1)
     verts, faces, _, _ = marching_cubes(grid.numpy(), level=level, spacing=(step, step, step))
     # For a field that is high inside, skimage winds faces inward; reverse them to face out.
     mesh = trimesh.Trimesh(verts - radius, faces[:, ::-1], process=False)
