@@ -17,7 +17,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 from sds3d.config_schema import RunConfig, choices, field_at, is_schedule
 from sds3d.config_schema import fields as schema_fields
 from sds3d.errors import ConfigError
-from sds3d.files import read_text, yaml_error, yaml_problem
+from sds3d.files import read_image, read_text, yaml_error, yaml_problem
 
 # Links to the repository's top-level folders in a checkout, real folders in an installed wheel.
 CONFIGS_DIR = (Path(__file__).parent / "configs").resolve()
@@ -211,6 +211,26 @@ def validate(cfg: DictConfig) -> None:
     if cfg.prompt.perp_neg.enabled and not cfg.prompt.view_dependent:
         raise ConfigError("prompt.perp_neg.enabled needs view-dependent prompts", hint="set prompt.view_dependent=true")
     validate_layout_keys(cfg)
+    validate_image_prompt(cfg)
+
+
+def validate_image_prompt(cfg: DictConfig) -> None:
+    """prompt.image and guide.ip_adapter come together, the image is readable, and the guide is not one that
+    cannot take an image (the exact world denoiser, or a local model without a VAE: the bundled prior, DeepFloyd
+    IF); a pixel-space hub id is refused as its guide loads."""
+    image, adapter, model = cfg.prompt.image, cfg.guide.ip_adapter, cfg.guide.model
+    if image and not adapter:
+        raise ConfigError("prompt.image needs an IP-Adapter to show the image to the guide",
+                          hint="set guide.ip_adapter (e.g. h94/IP-Adapter) with a Stable Diffusion 1.5 guide.model")
+    if adapter and not image:
+        raise ConfigError("guide.ip_adapter is set but prompt.image is not", hint="give prompt.image=PATH, or guide.ip_adapter=\"\"")
+    if not adapter:
+        return
+    if model.startswith("exact:") or (Path(model).expanduser().is_dir() and not (Path(model).expanduser() / "vae").is_dir()):
+        raise ConfigError(f"the guide '{model}' cannot take an image prompt: an IP-Adapter conditions a Stable Diffusion "
+                          "(latent) UNet, not the bundled prior, DeepFloyd IF or the exact world guide",
+                          hint="guide.model=<SD 1.5 hub id or folder>, or drop prompt.image and guide.ip_adapter")
+    read_image(image, "prompt.image")
 
 
 def validate_layout_keys(cfg: DictConfig) -> None:

@@ -20,7 +20,7 @@ class Schedule:
 Schedulable = Annotated[Any, Schedule]
 
 # objective.name's choices; sds3d.objectives.OBJECTIVES maps each to its class (a test keeps the two equal).
-ObjectiveName = Literal["sds", "sjc", "vsd", "csd", "nfsd", "ism", "bsd", "semantic"]
+ObjectiveName = Literal["sds", "sjc", "vsd", "csd", "nfsd", "ism", "bsd", "csm", "semantic"]
 OBJECTIVE_NAMES = get_args(ObjectiveName)
 # The objectives whose gradient is affine in eps(y), so a layout region can mix them (objectives/semantic.py's BASES).
 SemanticBase = Literal["sds", "sjc", "csd", "nfsd"]
@@ -59,6 +59,8 @@ class PerpNegConfig:
 class PromptConfig:
     text: str = key(MISSING_VALUE, "the text prompt; given as the first argument of `sds3d run`")
     negative: str = key("", "negative prompt; replaces the empty prompt in classifier-free guidance")
+    image: str = key("", "a reference image (visual prompt, TV-3DG) the guide also sees through guide.ip_adapter, on "
+                         "the prompt's side of classifier-free guidance; \"\" for none")
     view_dependent: bool = key(True, 'append ", front view" / ", side view" / ", back view" / ", overhead view"')
     front_threshold: float = key(45.0, "|azimuth| below this (degrees) is a front view")
     back_threshold: float = key(45.0, "|azimuth| above 180 minus this is a back view")
@@ -77,6 +79,13 @@ class GuideConfig:
     compile: bool = key(False, "torch.compile the UNet (slow first steps while it compiles, then faster ones)")
     tiny_vae: str = key("", "latent models: a tiny VAE (diffusers AutoencoderTiny) replacing the VAE, hub id or "
                             'folder, e.g. madebyollin/taesd (SD 1.x/2.x); "" keeps the model\'s own VAE')
+    ip_adapter: str = key("", "IP-Adapter for prompt.image (Stable Diffusion guides): hub id or folder, e.g. "
+                              "h94/IP-Adapter with an SD 1.5 guide.model; \"\" for none")
+    ip_adapter_subfolder: str = key("models", "where the adapter's weights lie in guide.ip_adapter; its CLIP image "
+                                              "encoder is read from <subfolder>/image_encoder")
+    ip_adapter_weight: str = key("ip-adapter_sd15.safetensors", "the adapter's weight file (.safetensors or .bin)")
+    ip_adapter_scale: float = key(1.0, "strength of the image prompt's cross-attention (diffusers' "
+                                       "set_ip_adapter_scale; 0.5 leaves the text more say)", low=0.0)
     cache_dir: str = key("${oc.env:SDS3D_CACHE,'~/.cache/sds3d'}", "text-embedding cache, keyed by model and prompt")
 
 
@@ -165,7 +174,7 @@ class ObjectiveConfig:
     csd: CSDConfig = section(CSDConfig, 'g = w(t) [cond*eps(y) + negative*eps(y_neg) + null*eps("") + noise*eps]')
     nfsd: NFSDConfig = section(NFSDConfig)
     vsd: VSDConfig = section(VSDConfig)
-    ism: ISMConfig = section(ISMConfig)
+    ism: ISMConfig = section(ISMConfig, "ISM's interval and DDIM-inverted noising; CSM noises the same way")
     bsd: BSDConfig = section(BSDConfig)
     semantic: SemanticConfig = section(SemanticConfig, "region-wise distillation over a layout (objective semantic, "
                                                        "configs/semantic.yaml)")

@@ -1,5 +1,5 @@
-"""Reading the text files users hand in (configs, layouts, prompt lists) with errors that name the file
-and, for YAML, the line and column."""
+"""Reading the files users hand in (configs, layouts, prompt lists, reference images) with errors that name the
+file and, for YAML, the line and column."""
 
 from pathlib import Path
 
@@ -30,3 +30,16 @@ def yaml_error(exc: yaml.YAMLError, path: Path, what: str, hint: str = "") -> Co
 def yaml_problem(exc: yaml.YAMLError) -> str:
     """What a YAML error says is wrong, without its position."""
     return getattr(exc, "problem", None) or str(exc).splitlines()[0]
+
+
+def read_image(path: Path, what: str):
+    """The image file as an RGB PIL image; a missing, unreadable or non-image file is a ConfigError."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(Path(path).expanduser()) as image:
+            return image.convert("RGB")
+    except UnidentifiedImageError as exc:
+        raise ConfigError(f"{what} '{path}' is not an image (PNG, JPEG, WebP, ...)", hint=f"give an image file as {what}") from exc
+    except OSError as exc:  # missing, unreadable or truncated
+        raise ConfigError(f"cannot read {what} '{path}': {exc.strerror or exc}", hint=f"give an image file as {what}") from exc

@@ -71,5 +71,5 @@ def test_run_help_lists_the_sections():
 
 def test_keys_shows_what_validation_accepts():
     listing = {line.split(" = ")[0]: line for line in CliRunner().invoke(app, ["keys"]).output.splitlines()}
-    assert listing["objective.name"].endswith("[one of: sds, sjc, vsd, csd, nfsd, ism, bsd, semantic]")
+    assert listing["objective.name"].endswith("[one of: sds, sjc, vsd, csd, nfsd, ism, bsd, csm, semantic]")
     assert listing["objective.colour_t_max"].endswith("[0 to 1]") and listing["train.steps"].endswith("[above 0]")

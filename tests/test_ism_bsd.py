@@ -1,6 +1,6 @@
-"""BSD (objectives.md §6.2) and ISM (§6.1) pinned to their formulas: BSD's min-norm weight against a
+"""BSD (objectives.md §6.2), ISM (§6.1) and CSM (§6.3) pinned to their formulas: BSD's min-norm weight against a
 brute-force search and its final gradient; ISM's DDIM-inverted trajectory replayed by hand with a fake
-guide whose eps is a known function of (x_t, t)."""
+guide whose eps is a known function of (x_t, t), and CSM's classifier direction at the same x_t."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import torch
 from objective_fakes import SHAPE, B, TableGuide, constant_guide, hand_alphas, make_conditions, objective_config, per_item, redraw, run
 
 from sds3d.objectives.bsd import BSD, min_norm_weight
+from sds3d.objectives.csm import CSM
 from sds3d.objectives.ism import ISM
 
 ATOL = 1e-6
@@ -100,14 +101,14 @@ def ddim(x, eps, a_from, a_to):
     return a_to**0.5 * x0 + (1 - a_to) ** 0.5 * eps
 
 
-def ism_config(t_frac, steps, interval="0.08", start=0.0, offset=0.0):
-    return objective_config("ism", "objective.guidance_scale=7.5", "objective.weighting=sigma_over_alpha",
+def ism_config(t_frac, steps, interval="0.08", start=0.0, offset=0.0, name="ism"):
+    return objective_config(name, "objective.guidance_scale=7.5", "objective.weighting=sigma_over_alpha",
                             f"objective.t_min={t_frac}", f"objective.t_max={t_frac}", f"objective.ism.interval={interval}",
                             "objective.ism.inversion_stride=0.2", f"objective.ism.inversion_steps={steps}",
                             f"objective.ism.inversion_start={start}", f"objective.ism.offset_noise={offset}")
 
 
-@pytest.mark.parametrize(
+TRAJECTORIES = pytest.mark.parametrize(
     "t_frac, steps, interval, step, start, levels",
     [
         # s = 500 - 80 = 420; start max(420 - 5 * 200, 0) = 0; jumps 0 -> 200 -> 400 -> 420
@@ -120,17 +121,12 @@ def ism_config(t_frac, steps, interval="0.08", start=0.0, offset=0.0):
         (0.03, 5, "0.08", 0, 0.02, [0]),  # s = 0 lies under inversion_start: the start is s itself
     ],
 )
-@pytest.mark.parametrize("offset", [0.0, 0.1])
-def test_ism_ddim_inverted_trajectory_and_gradient(t_frac, steps, interval, step, start, levels, offset):
-    conditions = make_conditions()
-    guide = ism_guide(conditions)
-    x = torch.randn(SHAPE, requires_grad=True)
-    config = ism_config(t_frac, steps, interval, start, offset)
-    out = run(ISM, config, guide, x, conditions, step=step, seed=21)
 
-    t = int(t_frac * 1000)
-    s = levels[-1]
-    ac = hand_alphas()
+
+def replay_inverted_noising(guide, x, t, levels, offset):
+    """The guide calls checked against the DDIM-inverted path over ``levels`` replayed by hand; returns x_t and
+    the null target eps(x_s; "", s)."""
+    conditions, ac = make_conditions(), hand_alphas()
     _, noise = redraw(21, t, t, x, batch=1)  # one t for the whole batch, then the noise
     noise = noise + offset * torch.randn(1, SHAPE[1], 1, 1)  # the offset: one draw per channel for the batch
     # the guide calls: one null prediction per jump start, the null target at s, then (cond, negative) at t
@@ -142,17 +138,43 @@ def test_ism_ddim_inverted_trajectory_and_gradient(t_frac, steps, interval, step
     x_cur = ac[levels[0]].sqrt() * x.detach() + (1 - ac[levels[0]]).sqrt() * noise  # x_0 noised to the start
     for i, (lo, hi) in enumerate(itertools.pairwise(levels)):
         assert torch.allclose(guide.calls[i][0], x_cur, atol=ATOL)
-        lo_t = torch.full((B,), lo)
-        x_cur = ddim(x_cur, eps_null(x_cur, lo_t), ac[lo], ac[hi])
-    x_s = x_cur
-    assert torch.allclose(guide.calls[len(levels) - 1][0], x_s, atol=ATOL)
-    target = eps_null(x_s, torch.full((B,), s))
-    x_t = ddim(x_s, target, ac[s], ac[t])
+        x_cur = ddim(x_cur, eps_null(x_cur, torch.full((B,), lo)), ac[lo], ac[hi])
+    assert torch.allclose(guide.calls[len(levels) - 1][0], x_cur, atol=ATOL)
+    s = levels[-1]
+    target = eps_null(x_cur, torch.full((B,), s))
+    x_t = ddim(x_cur, target, ac[s], ac[t])
     assert torch.allclose(guide.calls[-1][0], x_t, atol=1e-5)
+    return x_t, target
 
-    t_batch = torch.full((B,), t)
+
+@TRAJECTORIES
+@pytest.mark.parametrize("offset", [0.0, 0.1])
+def test_ism_ddim_inverted_trajectory_and_gradient(t_frac, steps, interval, step, start, levels, offset):
+    conditions = make_conditions()
+    guide = ism_guide(conditions)
+    x = torch.randn(SHAPE, requires_grad=True)
+    out = run(ISM, ism_config(t_frac, steps, interval, start, offset), guide, x, conditions, step=step, seed=21)
+
+    t = int(t_frac * 1000)
+    x_t, target = replay_inverted_noising(guide, x, t, levels, offset)
+    t_batch, ac = torch.full((B,), t), hand_alphas()
     eps_hat = eps_uncond(x_t, t_batch) + 7.5 * (eps_cond(x_t, t_batch) - eps_uncond(x_t, t_batch))
     w = ((1 - ac[t]) / ac[t]).sqrt()
     assert torch.allclose(x.grad, w * (eps_hat - target) / B, atol=1e-5)
-    assert out.stats["s"] == float(s) and out.stats["t"] == float(t)
+    assert out.stats["s"] == float(levels[-1]) and out.stats["t"] == float(t)
 
+
+@TRAJECTORIES
+def test_csm_classifier_direction_at_the_ism_noising(t_frac, steps, interval, step, start, levels):
+    """g = w(t) s (eps(x_t; y) - eps(x_t; y_neg)) at ISM's x_t: the same guide calls, no denoising target."""
+    conditions = make_conditions()
+    guide = ism_guide(conditions)
+    x = torch.randn(SHAPE, requires_grad=True)
+    out = run(CSM, ism_config(t_frac, steps, interval, start, 0.1, name="csm"), guide, x, conditions, step=step, seed=21)
+
+    t = int(t_frac * 1000)
+    x_t, _ = replay_inverted_noising(guide, x, t, levels, 0.1)
+    t_batch, ac = torch.full((B,), t), hand_alphas()
+    w = ((1 - ac[t]) / ac[t]).sqrt()
+    assert torch.allclose(x.grad, w * 7.5 * (eps_cond(x_t, t_batch) - eps_uncond(x_t, t_batch)) / B, atol=1e-5)
+    assert out.stats["s"] == float(levels[-1]) and out.stats["t"] == float(t)

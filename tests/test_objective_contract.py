@@ -70,6 +70,7 @@ FIXED_POINTS = {
     "csd": one_image("csd", config="csd", image_is_the_render=False),  # its scales sum to zero at every step of the anneal
     "ism": one_image("ism", config="ism"),  # the inversion is exact, so eps_hat(x_t) is the path's own eps_s
     "bsd": one_image("bsd", config="bsd", image_is_the_render=False),  # c = 0, so the min-norm mix takes all of c
+    "csm": one_image("csm", config="csm", image_is_the_render=False),  # the classifier direction alone, zero here
     # NFSD keeps eps("") below the switch (its domain term); above it nothing is left once prompts agree
     "nfsd": one_image("nfsd", "objective.t_min=0.2", config="nfsd", image_is_the_render=False),
     "vsd": vsd_before_the_lora_moves,

@@ -160,6 +160,45 @@ def save_tiny_stable_diffusion(
     return path
 
 
+# --- IP-Adapter (image prompts) for the tiny Stable Diffusion ------------------------------------------
+
+IP_ADAPTER_WEIGHT = "ip-adapter_tiny.safetensors"
+IMAGE_EMBED_DIM = 12  # the tiny CLIP vision encoder's projection_dim
+
+
+def save_tiny_ip_adapter(path: Path, unet_dir: Path, seed: int = 0) -> Path:
+    """An IP-Adapter for the tiny SD whose UNet is in ``unet_dir``, laid out as h94/IP-Adapter is:
+    models/<IP_ADAPTER_WEIGHT> (the original checkpoint format, "image_proj.*" and "ip_adapter.<n>.to_k_ip/to_v_ip"
+    for every cross-attention layer in the UNet's processor order, n = 1, 3, 5, ...) and models/image_encoder (a
+    tiny CLIPVisionModelWithProjection on 32 px images). The weights are random but large enough that the image
+    visibly changes the UNet's prediction. Returns ``path``."""
+    from diffusers import UNet2DConditionModel
+    from safetensors.torch import save_file
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    unet = UNet2DConditionModel.from_pretrained(unet_dir)
+    models = Path(path) / "models"
+    gen_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(
+            image_size=32, patch_size=8, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+            num_attention_heads=2, projection_dim=IMAGE_EMBED_DIM))
+        dim, tokens = unet.config.cross_attention_dim, 4
+        weights = {"image_proj.proj.weight": torch.randn(dim * tokens, IMAGE_EMBED_DIM), "image_proj.proj.bias": torch.zeros(dim * tokens),
+                   "image_proj.norm.weight": torch.ones(dim), "image_proj.norm.bias": torch.zeros(dim)}
+        cross = [name for name in unet.attn_processors if name.endswith("attn2.processor")]
+        for n, name in zip(range(1, 2 * len(cross), 2), cross):
+            hidden = unet.get_submodule(name.removesuffix(".processor")).to_k.out_features
+            weights[f"ip_adapter.{n}.to_k_ip.weight"] = torch.randn(hidden, dim)
+            weights[f"ip_adapter.{n}.to_v_ip.weight"] = torch.randn(hidden, dim)
+    finally:
+        torch.random.set_rng_state(gen_state)
+    encoder.save_pretrained(models / "image_encoder")
+    save_file(weights, str(models / IP_ADAPTER_WEIGHT))
+    return Path(path)
+
+
 # --- DeepFloyd IF stage I (pixel space, T5 text encoder, learned variance) ---------------------------
 
 IF_WORDS = ("a", "an", "red", "blue", "green", "cube", "sphere", "cat", "hamburger", "on", "top", "of",

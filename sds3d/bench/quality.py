@@ -45,7 +45,7 @@ PROMPTS: Dict[str, List[str]] = {
                       "a yellow cylinder on top of a purple cube"],
 }
 # The shipped method configs that run on the bundled prior (base is SDS); dreamfusion-sd needs SD on a GPU.
-METHODS = ("base", "sjc", "prolificdreamer", "csd", "nfsd", "ism", "bsd", "semantic")
+METHODS = ("base", "sjc", "prolificdreamer", "csd", "nfsd", "ism", "bsd", "csm", "semantic")
 RESOLUTION = 64
 BOX_SCALE = 1.2  # layout box half side / object half extent: a margin, yet a pair's boxes stay apart
 

@@ -35,7 +35,13 @@ def load_guide(cfg, device: torch.device):
         return ExactDenoiserGuide.from_spec(cfg.model, device)
     model = locate_model(cfg.model)
     if has_vae(model):
-        return StableDiffusionGuide.from_pretrained(model, device, cfg.dtype, cfg.channels_last, cfg.cache_dir, cfg.compile, cfg.tiny_vae)
+        adapter = dict(source=cfg.ip_adapter, subfolder=cfg.ip_adapter_subfolder, weight_name=cfg.ip_adapter_weight,
+                       scale=cfg.ip_adapter_scale) if cfg.ip_adapter else None
+        return StableDiffusionGuide.from_pretrained(model, device, cfg.dtype, cfg.channels_last, cfg.cache_dir, cfg.compile,
+                                                    cfg.tiny_vae, adapter)
+    if cfg.ip_adapter:
+        raise ConfigError(f"guide.ip_adapter is set, but '{cfg.model}' is a pixel-space model (DeepFloyd IF): an IP-Adapter "
+                          "conditions a Stable Diffusion (latent) UNet", hint="guide.model=<SD 1.5 hub id or folder>")
     if cfg.tiny_vae:
         raise ConfigError(f"guide.tiny_vae is set, but '{cfg.model}' is a pixel-space model without a VAE", hint='set guide.tiny_vae=""')
     return PixelGuide.from_pretrained(model, device, cfg.dtype, cfg.channels_last, cfg.cache_dir, cfg.compile)

@@ -193,14 +193,19 @@ class DiffusersGuide(TextEmbedder):
                            and unet.config.get("projection_class_embeddings_input_dim") == CAMERA_FEATURES)
         self.prediction_type = scheduler.config.prediction_type
         self.alphas_cumprod = scheduler.alphas_cumprod.to(device=device, dtype=torch.float32)
+        self.image_adapter = None  # an ImageAdapter (sds3d.guides.ip_adapter) once one is loaded into the UNet
         unet.requires_grad_(False).eval()
 
-    def unet_output(self, x_t: torch.Tensor, t: torch.Tensor, embeddings: torch.Tensor, **unet_kwargs) -> torch.Tensor:
+    def unet_output(self, x_t: torch.Tensor, t: torch.Tensor, embeddings: torch.Tensor,
+                    images: Optional[torch.Tensor] = None, **unet_kwargs) -> torch.Tensor:
         """The UNet's own prediction (eps or v; a learned-variance half dropped) for x_t [B, ...] under
-        embeddings [B, L, D]. Gradients reach trainable adapters (VSD's LoRA) when grad is enabled.
+        embeddings [B, L, D] and, with an image adapter, image embeddings ``images`` [B, D] (zero rows, or None, see
+        no image). Gradients reach trainable adapters (VSD's LoRA) when grad is enabled.
         A camera-conditioned UNet given no ``class_labels`` is told the camera is unknown."""
         if self.view_aware and "class_labels" not in unet_kwargs:
             unet_kwargs["class_labels"] = self.camera_labels(None, x_t.shape[0])
+        if self.image_adapter is not None:
+            unet_kwargs["added_cond_kwargs"] = self.image_adapter.unet_inputs(images, x_t.shape[0])
         out = self.unet(x_t.to(self.dtype), t, encoder_hidden_states=embeddings.to(self.dtype), **unet_kwargs).sample.float()
         return out[:, : x_t.shape[1]]  # models with learned variance (IF) output [eps, variance]
 
@@ -218,12 +223,13 @@ class DiffusersGuide(TextEmbedder):
         return camera_features(cameras, batch).to(self.device, self.dtype)
 
     def predict_noise(self, x_t: torch.Tensor, t: torch.Tensor, embeddings: torch.Tensor,
-                      cameras: Optional[Cameras] = None) -> torch.Tensor:
+                      cameras: Optional[Cameras] = None, images: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """As the protocol's; ``images`` [C, B, D] are the image embeddings each row sees (image adapter only)."""
         conditions, batch = embeddings.shape[:2]
         views = {"class_labels": self.camera_labels(cameras, batch).repeat(conditions, 1)} if self.view_aware else {}
         with torch.no_grad():
             out = self.unet_output(x_t.repeat(conditions, *([1] * (x_t.dim() - 1))), t.repeat(conditions),
-                                   embeddings.flatten(0, 1), **views)
+                                   embeddings.flatten(0, 1), images=None if images is None else images.flatten(0, 1), **views)
         return self.to_eps(out.reshape(conditions, batch, *out.shape[1:]), x_t, t)  # [C, B, ...]
 
 

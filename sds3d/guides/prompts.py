@@ -48,6 +48,7 @@ class Conditions:
     perp_neg: Optional[PerpNegatives] = None
     regions: Optional[Regions] = None  # with a layout
     cameras: Optional[Cameras] = None  # the batch's cameras, for guides that condition on the view (``view_aware``)
+    image: Optional[torch.Tensor] = None  # [B, D] the image prompt's embedding (prompt.image), seen on the prompt's side
 
 
 class EmbeddingCache:
@@ -127,6 +128,7 @@ class PromptSet:
             texts += [region.prompt] + [view_prompt(region.prompt, v) for v in VIEWS]
         texts = list(dict.fromkeys(texts))
         self.embeddings: Dict[str, torch.Tensor] = dict(zip(texts, guide.embed(texts)))
+        self.image = guide.image_adapter.embed(cfg.image) if cfg.image else None  # config validation pairs it with an adapter
 
     def conditions(self, cameras: Cameras, semantic: Optional[torch.Tensor] = None) -> Conditions:
         """``semantic`` [B, H, W, K]: the render's region codes, carried with the region prompts."""
@@ -163,6 +165,7 @@ class PromptSet:
             perp_neg=perp_neg,
             regions=regions,
             cameras=cameras,
+            image=None if self.image is None else self.image.expand(batch, -1),
         )
 
     def _regions(self, cameras: Cameras, labels: List[str], semantic: Optional[torch.Tensor]) -> Regions:

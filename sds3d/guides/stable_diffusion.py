@@ -1,11 +1,13 @@
 """Stable Diffusion (1.x / 2.x layouts, epsilon or v prediction) as a latent-space Guide."""
 
 import logging
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 
 from sds3d.guides.base import DiffusersGuide, load_component, load_unet_and_scheduler, locate_model, model_key
+from sds3d.guides.ip_adapter import ImageAdapter
 from sds3d.guides.prompts import EmbeddingCache
 
 log = logging.getLogger("sds3d")
@@ -25,8 +27,10 @@ class StableDiffusionGuide(DiffusersGuide):
 
     @classmethod
     def from_pretrained(cls, model: str, device: torch.device, dtype: str = "auto", channels_last: bool = True,
-                        cache_dir: str = "~/.cache/sds3d", compile: bool = False, tiny_vae: str = "") -> "StableDiffusionGuide":
-        """``tiny_vae``: a diffusers AutoencoderTiny (hub id or folder, e.g. madebyollin/taesd) used instead of the VAE."""
+                        cache_dir: str = "~/.cache/sds3d", compile: bool = False, tiny_vae: str = "",
+                        ip_adapter: Optional[dict] = None) -> "StableDiffusionGuide":
+        """``tiny_vae``: a diffusers AutoencoderTiny (hub id or folder, e.g. madebyollin/taesd) used instead of the VAE.
+        ``ip_adapter``: ``ImageAdapter.load``'s source, subfolder, weight_name and scale, for image prompts."""
         from diffusers import AutoencoderKL, AutoencoderTiny
 
         model, unet, scheduler, torch_dtype = load_unet_and_scheduler(model, device, dtype, channels_last, compile)
@@ -36,6 +40,10 @@ class StableDiffusionGuide(DiffusersGuide):
         else:
             vae = load_component(AutoencoderKL, model, "vae", torch_dtype=torch_dtype).to(device)
         guide = cls(model, unet, vae, scheduler, EmbeddingCache(cache_dir, model_key(model)), device, torch_dtype)
+        if ip_adapter:
+            guide.image_adapter = ImageAdapter.load(unet, scheduler, **ip_adapter, device=device, dtype=torch_dtype)
+            log.info("guide image prompt: IP-Adapter %s/%s from %s at scale %g", ip_adapter["subfolder"],
+                     ip_adapter["weight_name"], ip_adapter["source"], ip_adapter["scale"])
         log.info("guide: %s on %s, %s, %d px latent model, %s", model, device, torch_dtype, guide.resolution, guide.prediction_type)
         return guide
 

@@ -3,6 +3,7 @@ is its description in `sds3d configs`)."""
 
 from sds3d.objectives.bsd import BSD
 from sds3d.objectives.csd import CSD
+from sds3d.objectives.csm import CSM
 from sds3d.objectives.ism import ISM
 from sds3d.objectives.nfsd import NFSD
 from sds3d.objectives.semantic import SemanticSDS
@@ -18,6 +19,7 @@ OBJECTIVES = {
     "nfsd": NFSD,
     "ism": ISM,
     "bsd": BSD,
+    "csm": CSM,
     "semantic": SemanticSDS,
 }
 

@@ -50,6 +50,10 @@ def classifier_free_guidance(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, s
     return eps_uncond + scale * (eps_cond - eps_uncond)
 
 
+UNCONDITIONAL = ("negative", "empty")
+"""The Conditions whose rows classifier-free guidance takes as unconditional: they see no image prompt."""
+
+
 def views(guide, conditions) -> dict:
     """``predict_noise``'s camera argument: the batch's cameras for a ``view_aware`` guide, else nothing."""
     return {"cameras": conditions.cameras} if getattr(guide, "view_aware", False) and conditions.cameras is not None else {}
@@ -57,7 +61,8 @@ def views(guide, conditions) -> dict:
 
 def predict(guide, x_t: torch.Tensor, t: torch.Tensor, conditions, names: Sequence[str]) -> Dict[str, torch.Tensor]:
     """eps [B, ...] under each named embedding of ``conditions`` (cond, negative, empty, no_view), plus
-    "perp_neg" [N, B, ...] when the conditions carry Perp-Neg negatives: all in ONE guide call.
+    "perp_neg" [N, B, ...] when the conditions carry Perp-Neg negatives: all in ONE guide call. With an image
+    prompt, every row but the ``UNCONDITIONAL`` ones also sees the image.
 
     With region weights (``conditions.regions.mix`` [K + 1, B, 1, h, w], set by the semantic objective)
     the K region sub-prompts join that call and eps["cond"] becomes the per-pixel mix
@@ -67,7 +72,12 @@ def predict(guide, x_t: torch.Tensor, t: torch.Tensor, conditions, names: Sequen
     negatives = list(conditions.perp_neg.embeddings) if conditions.perp_neg is not None else []
     regions = conditions.regions if conditions.regions is not None and conditions.regions.mix is not None else None
     extra = list(regions.cond) if regions is not None else []
-    eps = guide.predict_noise(x_t, t, torch.stack(embeddings + negatives + extra), **views(guide, conditions))
+    images = {}
+    if conditions.image is not None:  # every row sees the image prompt but CFG's unconditional ones
+        unseen = torch.zeros_like(conditions.image)
+        images["images"] = torch.stack([unseen if name in UNCONDITIONAL else conditions.image for name in names]
+                                       + [conditions.image] * (len(negatives) + len(extra)))
+    eps = guide.predict_noise(x_t, t, torch.stack(embeddings + negatives + extra), **views(guide, conditions), **images)
     n, p = len(names), len(negatives)
     out = {**dict(zip(names, eps)), "perp_neg": eps[n : n + p]}
     if regions is not None and "cond" in out:

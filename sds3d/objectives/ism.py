@@ -28,25 +28,35 @@ def null_eps(guide, x: torch.Tensor, t: int, conditions) -> torch.Tensor:
     return guide.predict_noise(x, t_batch, conditions.empty[None], **views(guide, conditions))[0]
 
 
+def inverted_noising(guide, x: torch.Tensor, conditions, cfg, t: int, step: int, total_steps: int):
+    """ISM's deterministic noising of the render ``x`` to level ``t`` (``cfg`` is the ``objective.ism`` section): x_0
+    noised to the trajectory's start, DDIM-inverted under the empty prompt up to s = t - interval, then one more
+    inversion step from s to t. Returns x_t, s and eps(x_s; "", s)."""
+    ac, num_timesteps = guide.alphas_cumprod, guide.alphas_cumprod.shape[0]
+    s = max(t - max(int(schedule(cfg.interval, step, total_steps) * num_timesteps), 1), 0)
+    stride = max(int(cfg.inversion_stride * num_timesteps), 1)
+    current = min(max(s - stride * cfg.inversion_steps, int(cfg.inversion_start * num_timesteps)), s)
+    noise = torch.randn_like(x) + cfg.offset_noise * torch.randn(1, x.shape[1], 1, 1, device=x.device, dtype=x.dtype)
+    x_s = add_noise(x.detach(), noise, torch.full((x.shape[0],), current, device=x.device), ac)
+    while current < s:
+        following = min(current + stride, s)
+        x_s = ddim_move(x_s, null_eps(guide, x_s, current, conditions), ac[current], ac[following])
+        current = following
+    eps_s = null_eps(guide, x_s, s, conditions)
+    return ddim_move(x_s, eps_s, ac[s], ac[t]), s, eps_s
+
+
 class ISM(Objective):
     """Interval Score Matching (LucidDreamer): eps_hat(x_t) - eps(x_s) along a DDIM-inverted path."""
 
     def forward(self, guide, x: torch.Tensor, conditions, step: int) -> ObjectiveOutput:
-        ac, num_timesteps, batch = guide.alphas_cumprod, guide.alphas_cumprod.shape[0], x.shape[0]
-        cfg = self.config.ism
         t = int(self.timesteps(1, guide, step))
-        s = max(t - max(int(schedule(cfg.interval, step, self.total_steps) * num_timesteps), 1), 0)
-        stride = max(int(cfg.inversion_stride * num_timesteps), 1)
-        current = min(max(s - stride * cfg.inversion_steps, int(cfg.inversion_start * num_timesteps)), s)
-        noise = torch.randn_like(x) + cfg.offset_noise * torch.randn(1, x.shape[1], 1, 1, device=x.device, dtype=x.dtype)
-        x_s = add_noise(x.detach(), noise, torch.full((batch,), current, device=x.device), ac)
-        while current < s:
-            following = min(current + stride, s)
-            x_s = ddim_move(x_s, null_eps(guide, x_s, current, conditions), ac[current], ac[following])
-            current = following
-        eps_s = null_eps(guide, x_s, s, conditions)
-        x_t = ddim_move(x_s, eps_s, ac[s], ac[t])
-        t_batch = torch.full((batch,), t, device=x.device)
+        x_t, s, eps_s = inverted_noising(guide, x, conditions, self.config.ism, t, step, self.total_steps)
+        t_batch = torch.full((x.shape[0],), t, device=x.device)
         eps = predict(guide, x_t, t_batch, conditions, ("cond", "negative"))
-        grad = self.weight(guide, t_batch, x, step) * (guided(eps, conditions, self.scale(step)) - eps_s)
+        grad = self.weight(guide, t_batch, x, step) * self.score(eps, eps_s, conditions, step)
         return self.output(x, grad, t_batch, step, s=float(s))
+
+    def score(self, eps: dict, eps_s: torch.Tensor, conditions, step: int) -> torch.Tensor:
+        """The gradient before w(t), from eps at x_t (cond, negative) and the path's eps(x_s; "", s)."""
+        return guided(eps, conditions, self.scale(step)) - eps_s

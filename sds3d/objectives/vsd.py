@@ -86,7 +86,8 @@ class VSD(Objective):
         x_t = add_noise(x_clean, torch.randn_like(x), t, guide.alphas_cumprod)
         eps = predict(guide, x_t, t, conditions, ("cond", "negative"))
         with torch.no_grad(), self.lora_branch(guide.unet):
-            eps_lora = guide.to_eps(guide.unet_output(x_t, t, conditions.no_view, class_labels=self.camera(guide, conditions)), x_t, t)
+            eps_lora = guide.to_eps(guide.unet_output(x_t, t, conditions.no_view, images=conditions.image,
+                                                        class_labels=self.camera(guide, conditions)), x_t, t)
         grad = self.weight(guide, t, x, step) * (guided(eps, conditions, self.scale(step)) - eps_lora)
         result = self.output(x, grad, t, step)
         result.aux["lora"] = self.lora_loss(guide, x_clean, conditions)
@@ -99,7 +100,7 @@ class VSD(Objective):
         noise = torch.randn_like(x_clean)
         keep = (torch.rand(batch, device=x_clean.device) >= self.config.vsd.camera_dropout).float()
         with self.lora_branch(guide.unet):
-            out = guide.unet_output(add_noise(x_clean, noise, t, guide.alphas_cumprod), t, conditions.no_view,
+            out = guide.unet_output(add_noise(x_clean, noise, t, guide.alphas_cumprod), t, conditions.no_view, images=conditions.image,
                                     class_labels=self.camera(guide, conditions) * keep[:, None])
         return F.mse_loss(out, lora_target(guide, x_clean, noise, t))
 
