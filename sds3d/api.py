@@ -55,7 +55,7 @@ def generate(prompt: Optional[str] = None, config: Optional[str] = None, overrid
     """Prompt (and/or config file, ``key=value`` overrides) -> a finished run folder with mesh.glb, and
     with ``refine.enabled`` the mesh stage's refine/mesh.glb (its outputs join the result's).
 
-    ``should_stop`` (asked once per step) ends the run early the way Ctrl-C does: checkpoint, then export.
+    ``should_stop`` (asked once per step, or per window with train.picard) ends the run early the way Ctrl-C does: checkpoint, then export.
     ``layout`` (a layout file) picks the semantic config unless ``config`` is given; its global prompt is
     the prompt unless one is given. With ``layout.planner.url`` and no layout file, the planned layout
     is saved as <run folder>/layout.json and used from there (a resume reuses it).

@@ -455,8 +455,20 @@ def bench_speed(
     encoding_levels: int = typer.Option(16, min=1, help="Levels for the encoding table."),
     encoding_repeats: int = typer.Option(3, min=1, help="Timed repeats per encoding backend (the median is reported)."),
     out: Path = typer.Option(Path("bench-speed.json"), help="Where the measurements go as JSON."),
+    picard: int = typer.Option(0, "--picard", min=0, help="Instead: the whole run sequentially and with a DreamPropeller "
+                               "window of this many workers (train.picard.window), wall time and GLB IoU of both."),
+    prompt: str = typer.Option("a red cube", "--prompt", "-p", help="With --picard: the world caption both runs make."),
+    runs: Path = typer.Option(Path("bench-picard"), "--runs", help="With --picard: where the two run folders go."),
 ):
-    """Time the train step part by part, its guide-bound floor, steps/s, peak memory and the encoding backends."""
+    """Time the train step part by part, its guide-bound floor, steps/s, peak memory and the encoding backends
+    (or, with --picard, DreamPropeller's wall-clock gain over a whole run)."""
+    if picard:
+        from sds3d.bench.picard import bench_picard, format_picard, write_picard
+
+        result = bench_picard(config, overrides or [], prompt, picard, runs)
+        typer.echo(format_picard(result))
+        typer.echo(f"wrote {write_picard(result, out)}")
+        return
     from sds3d.bench.speed import bench_speed as run_bench, encoding_rows, format_report, write_report
 
     result = run_bench(config, overrides or [], steps, warmup, start_step, random_weights)

@@ -302,6 +302,19 @@ class CameraConfig:
 
 
 @dataclass
+class PicardConfig:
+    window: int = key(0, "DreamPropeller: P steps computed in parallel at guessed parameters, then replayed by the "
+                         "optimiser (Picard iteration); 0 off, 1 the ordinary loop with the steps' draws keyed by step",
+                      low=0)
+    threshold: float = key(30.0, "a window's steps are kept up to the first whose fixed-point error 1e6 * ||theta' - "
+                                 "theta_guess||^2 / numel exceeds it (0: exactly the sequential run)", low=0.0)
+    adapt: float = key(0.1, "threshold <- (1 - adapt) threshold + adapt * median of the window's errors (the "
+                            "authors' 0.1; 0 keeps it fixed)", low=0.0, high=1.0)
+    devices: List[str] = key([], "the workers' devices, dealt round-robin (e.g. [cuda:0, cuda:1]); [] puts every "
+                                 "worker on the run's device (several processes share one GPU, or the CPU's cores)")
+
+
+@dataclass
 class TrainConfig:
     steps: int = key(400, "optimisation steps", positive=True)
     lr_encoding: Schedulable = key(0.01, "Adam learning rate of the hash grid")
@@ -322,6 +335,7 @@ class TrainConfig:
     val_views: int = key(4, "views in a validation grid")
     val_resolution: int = key(64, "validation grid render size")
     ckpt_every: int = key(100, "ckpt/last.pt every N steps and at the end")
+    picard: PicardConfig = section(PicardConfig, "DreamPropeller's parallel sampling of the optimisation path")
 
 
 @dataclass

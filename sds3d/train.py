@@ -196,6 +196,9 @@ class StepOutput:
     shading: str
 
 
+STOP_HINT = "the run stops here; its last good checkpoint is kept in <run folder>/ckpt/last.pt"
+
+
 def untimed(part: str):
     return nullcontext()
 
@@ -233,13 +236,28 @@ def pick_zoomed_region(s: Session, step: int) -> Optional[int]:
     return int(torch.randint(len(layout.regions), ()))
 
 
+def step_seed(seed: int, step: int) -> int:
+    """The seed of step ``step``'s random draws when they are keyed by the step (``train.picard.window`` > 0), so a
+    step recomputed from another guess of the parameters draws the same camera, t, noise and background."""
+    return (seed * 1_000_003 + step) % 2**63
+
+
 def train_step(s: Session, step: int, timer=untimed) -> StepOutput:
     """One step: cameras -> render -> guide input -> objective -> backward -> optimiser.
 
     ``timer(part)`` is a context manager around each part ("render", "encode", "objective",
     "backward", "optimiser"); `sds3d bench speed` passes one that times them.
     """
+    out = step_gradients(s, step, timer)
+    out.grad_norm = apply_gradients(s, step, timer)
+    return out
+
+
+def step_gradients(s: Session, step: int, timer=untimed) -> StepOutput:
+    """A step up to its gradients (left in the parameters' ``.grad``); ``grad_norm`` is filled by ``apply_gradients``."""
     cfg, views = s.cfg, particles(s.scene)
+    if cfg.train.picard.window > 0:
+        torch.manual_seed(step_seed(cfg.seed, step))
     for view in views:
         view["field"].update_step(step)
     # One particle draws no random number, so single-particle runs keep their random stream.
@@ -271,21 +289,39 @@ def train_step(s: Session, step: int, timer=untimed) -> StepOutput:
         weight = schedule(cfg.objective.weight, step, cfg.train.steps)
         losses = {"objective": weight * result.loss, **result.aux, **s.regularisers(out, step)}
         loss = sum(losses.values())
-    hint = "the run stops here; its last good checkpoint is kept in <run folder>/ckpt/last.pt"
     if not torch.isfinite(loss):
-        raise NonFiniteError(f"loss is {loss.item()} at step {step}", hint=hint)
+        raise NonFiniteError(f"loss is {loss.item()} at step {step}", hint=STOP_HINT)
     with timer("backward"):
         s.optimizer.zero_grad(set_to_none=True)
         s.scaler.scale(loss).backward()
+    return StepOutput(loss, losses, result.stats, torch.tensor(float("nan")), shading)
+
+
+def apply_gradients(s: Session, step: int, timer=untimed) -> torch.Tensor:
+    """The optimiser's step with the gradients in ``.grad`` (learning-rate schedule, AMP scaler); the gradient norm."""
+    cfg = s.cfg
     with timer("optimiser"):
         set_learning_rates(s.optimizer, step, cfg.train.steps)
         s.scaler.unscale_(s.optimizer)
         grad_norm = nn.utils.clip_grad_norm_([p for g in s.optimizer.param_groups for p in g["params"]], float("inf"))
         if not torch.isfinite(grad_norm) and not s.scaler.is_enabled():
-            raise NonFiniteError(f"gradient norm is {grad_norm.item()} at step {step}", hint=hint)
+            raise NonFiniteError(f"gradient norm is {grad_norm.item()} at step {step}", hint=STOP_HINT)
         s.scaler.step(s.optimizer)
         s.scaler.update()
-    return StepOutput(loss, losses, result.stats, grad_norm, shading)
+    return grad_norm
+
+
+def sequential_windows(s: Session, start: int, should_stop: Callable[[], bool]):
+    """The ordinary loop in the shape of ``sds3d.picard.picard_windows``: one step per window."""
+    for step in range(start, s.cfg.train.steps):
+        if should_stop():
+            raise KeyboardInterrupt
+        yield [(step, train_step(s, step))]
+
+
+def crossed(before: int, after: int, every: int) -> bool:
+    """Whether a multiple of ``every`` (0: never) lies in (before, after]."""
+    return every > 0 and after // every > before // every
 
 
 def keep_metrics_up_to(path: Path, step: int) -> None:
@@ -324,28 +360,36 @@ def train(cfg, run_dir: Path, resume: bool = False, should_stop: Optional[Callab
     metrics = (run_dir / "metrics.jsonl").open("a")
     step, began, interrupted = start, time.perf_counter(), False
     bar = tqdm(total=cfg.train.steps, initial=start, desc="sds3d", unit="step", dynamic_ncols=True)
+    asked = should_stop or (lambda: False)
+    if cfg.train.picard.window > 1 and build_stage is not nerf_stage:
+        log.info("train.picard parallelises the NeRF stage only: this stage runs step by step")
+    if cfg.train.picard.window > 1 and build_stage is nerf_stage:
+        from sds3d.picard import picard_windows  # sds3d.picard builds on this module
+
+        windows = picard_windows(s, start, asked)
+    else:
+        windows = sequential_windows(s, start, asked)
     try:
-        for step in range(start, cfg.train.steps):
-            if should_stop is not None and should_stop():
-                raise KeyboardInterrupt
-            out = train_step(s, step)
-            done = step + 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{out.loss.item():.4g}", t=f"{out.stats.get('t', 0):.0f}")
-            if done % cfg.train.log_every == 0 or done == cfg.train.steps:
-                record = {"step": done, "loss": out.loss.item(), **{f"loss/{k}": v.item() for k, v in out.losses.items()},
-                          **{f"objective/{k}": v for k, v in out.stats.items()}, "grad_norm": out.grad_norm.item(),
-                          "shading": out.shading, "steps_per_s": (done - start) / (time.perf_counter() - began),
-                          "memory_mb": memory_mb(s.device)}
-                metrics.write(json.dumps(record) + "\n")
-                metrics.flush()
-            last = done == cfg.train.steps  # the last step's checkpoint and validation are written after the loop
-            if cfg.train.ckpt_every and done % cfg.train.ckpt_every == 0 and not last:
-                save_checkpoint(ckpt_path, done, scene, s.optimizer, s.objective, s.scaler, identity)
-            if cfg.train.val_every and done % cfg.train.val_every == 0 and not last:
+        for kept in windows:
+            for index, out in kept:
+                done = index + 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{out.loss.item():.4g}", t=f"{out.stats.get('t', 0):.0f}")
+                if done % cfg.train.log_every == 0 or done == cfg.train.steps:
+                    record = {"step": done, "loss": out.loss.item(), **{f"loss/{k}": v.item() for k, v in out.losses.items()},
+                              **{f"objective/{k}": v for k, v in out.stats.items()}, "grad_norm": out.grad_norm.item(),
+                              "shading": out.shading, "steps_per_s": (done - start) / (time.perf_counter() - began),
+                              "memory_mb": memory_mb(s.device)}
+                    metrics.write(json.dumps(record) + "\n")
+                    metrics.flush()
+            # The state is the last kept step's only now: checkpoints and validations wait for the window's end.
+            before, step = step, kept[-1][0] + 1
+            last = step == cfg.train.steps  # the last step's checkpoint and validation are written after the loop
+            if crossed(before, step, cfg.train.ckpt_every) and not last:
+                save_checkpoint(ckpt_path, step, scene, s.optimizer, s.objective, s.scaler, identity)
+            if crossed(before, step, cfg.train.val_every) and not last:
                 with timer("validation"):
-                    s.validate(run_dir, done)
-            step = done
+                    s.validate(run_dir, step)
     except (KeyboardInterrupt, BrokenPipeError):  # Ctrl-C, SIGTERM (the CLI makes it one) or a closed pipe
         interrupted = True
         log.warning("interrupted at step %d: saving a checkpoint and exporting what there is", step)

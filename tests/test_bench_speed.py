@@ -9,6 +9,7 @@ import sys
 import pytest
 import torch
 from omegaconf import OmegaConf
+from tiny_models import SMALL_RUN
 
 from sds3d.bench.speed import PARTS, bench_speed, format_report
 from sds3d.cli import main
@@ -99,3 +100,18 @@ def test_bench_runs_on_random_weights_with_a_negative_prompt(tmp_path):
     folder = shrunken_sd21(tmp_path / "sd21")
     result = bench_speed(None, [*SMALL, f"guide.model={folder}", "prompt.negative=blurry"], steps=1, warmup=0, random_weights=True)
     assert result["random_weights"] and result["parts_s"]["encode"] > 0 and result["floor_s"] > 0
+
+
+def test_picard_bench_runs_both_and_scores_them(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "picard.json"
+    monkeypatch.setattr(sys, "argv", ["sds3d", "bench", "speed", "--picard", "2", "--prompt", "a red cube", "--out", str(out),
+                                      "--runs", str(tmp_path / "runs"), *SMALL_RUN, "guide.model=exact:world", "train.steps=4",
+                                      "train.picard.threshold=0", "train.picard.adapt=0"])
+    with pytest.raises(SystemExit) as info:
+        main()
+    assert info.value.code == 0 and "speed-up" in capsys.readouterr().out
+    saved = json.loads(out.read_text())
+    assert set(saved["runs"]) == {"sequential", "picard-2"} and all(run["steps"] == 4 for run in saved["runs"].values())
+    # threshold 0: the same run, so the same asset
+    assert saved["runs"]["picard-2"]["glb_iou"] == pytest.approx(saved["runs"]["sequential"]["glb_iou"], abs=1e-6)
+    assert saved["same_quality"]

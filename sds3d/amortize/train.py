@@ -44,7 +44,8 @@ def check_amortize_config(cfg) -> None:
     if not cfg.amortize.prompts:
         raise ConfigError("amortize.prompts is empty", hint="sds3d amortize PROMPTS_FILE (one prompt a line)")
     refused = {"scene.particles": (cfg.scene.particles != 1, "1"), "layout.file": (bool(cfg.layout.file), '""'),
-               "render.latent_warmup_steps": (cfg.render.latent_warmup_steps > 0, "0")}
+               "render.latent_warmup_steps": (cfg.render.latent_warmup_steps > 0, "0"),
+               "train.picard.window": (cfg.train.picard.window > 1, "0")}
     for key, (bad, fix) in refused.items():
         if bad:
             raise ConfigError(f"an amortized generator does not take {key}", hint=f"{key}={fix}")
