@@ -29,9 +29,10 @@ def scene_state(run_dir):
 
 
 def assert_same_run(a, b):
-    assert losses(a) == pytest.approx(losses(b), rel=1e-6)
+    """Equal to float rounding: a worker's step runs on fewer threads than the run's, which may reorder sums."""
+    assert losses(a) == pytest.approx(losses(b), rel=1e-5)
     sa, sb = scene_state(a), scene_state(b)
-    assert all(torch.allclose(sa[k].float(), sb[k].float(), atol=1e-6) for k in sa)
+    assert all(torch.allclose(sa[k].float(), sb[k].float(), atol=1e-5) for k in sa)
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +45,16 @@ def test_threshold_zero_is_the_sequential_run_step_for_step(sequential, tmp_path
     picard = api.generate("a red cube", None, [*RUN, "train.picard.window=2", *EXACT], run_dir=tmp_path / "run").run_dir
     assert len(losses(picard)) == 12
     assert_same_run(picard, sequential)
+
+
+def test_vsd_lora_is_guessed_and_replayed_with_the_field(tiny_sd_dir, tmp_path):
+    """The LoRA is part of the iterate: at threshold 0 its trained weights equal the sequential run's."""
+    overrides = [f"guide.model={tiny_sd_dir}", *SMALL_RUN, "train.steps=4", "scene.normals=finite_difference", *EXACT]
+    runs = [api.generate("a hamburger", "prolificdreamer", [*overrides, f"train.picard.window={w}"], run_dir=tmp_path / str(w)).run_dir
+            for w in (1, 2)]
+    assert_same_run(*runs)
+    lora = [read_checkpoint(run / "ckpt" / "last.pt")["objective"] for run in runs]
+    assert lora[0] and all(torch.allclose(lora[0][k], lora[1][k], atol=1e-5) for k in lora[0])
 
 
 def test_a_resume_between_windows_continues_the_same_run(sequential, tmp_path):
