@@ -18,7 +18,9 @@ itself as the sequential loop rebuilds them.
 
 import copy
 import logging
+import pickle
 import queue
+import signal
 from typing import Callable, Iterator, List, Tuple
 
 import torch
@@ -58,6 +60,7 @@ def flat_parameters(s: Session) -> torch.Tensor:
 def _work(cfg_container: dict, device: str, threads: int, jobs, results) -> None:
     """A worker: its own session (guide, scene, objective) from the run's config; for each (step, state) job, the
     step's gradients at that state."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the run's to handle: it closes the workers
     torch.set_num_threads(threads)
     cfg = OmegaConf.create(cfg_container)
     cfg.device = device
@@ -70,7 +73,15 @@ def _work(cfg_container: dict, device: str, threads: int, jobs, results) -> None
             grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in trainable(s)]
             results.put((step, _detached(out), [g.detach().cpu() for g in grads]))
         except Exception as exc:  # sent to the run, which stops with it
-            results.put((step, exc, None))
+            results.put((step, exc if _picklable(exc) else RuntimeError(repr(exc)), None))
+
+
+def _picklable(exc: Exception) -> bool:
+    try:
+        pickle.loads(pickle.dumps(exc))
+        return True
+    except Exception:  # whatever an exception's own pickling raises
+        return False
 
 
 def _detached(out: StepOutput) -> StepOutput:
