@@ -8,6 +8,7 @@ import torch
 from omegaconf import OmegaConf
 
 from sds3d.prior.model import MAX_TOKENS
+from sds3d.config_schema import GuideConfig
 from sds3d.errors import ConfigError
 from sds3d.guides import load_guide
 from sds3d.guides.pixel import PixelGuide
@@ -35,8 +36,7 @@ def prior_guide(tiny_prior_dir, tmp_path):
 ])
 def test_load_guide_picks_pixel_guide_without_vae(fixture, expected, request, tmp_path):
     model = request.getfixturevalue(fixture)
-    cfg = OmegaConf.create({"model": str(model), "dtype": "fp32", "channels_last": True, "cache_dir": str(tmp_path),
-                            "compile": False, "tiny_vae": ""})
+    cfg = OmegaConf.merge(OmegaConf.structured(GuideConfig), {"model": str(model), "dtype": "fp32", "cache_dir": str(tmp_path)})
     guide = load_guide(cfg, CPU)
     assert type(guide) is expected
     assert (model / "vae").is_dir() == (expected is StableDiffusionGuide)
