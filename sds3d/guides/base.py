@@ -43,7 +43,8 @@ class Guide(Protocol):
 
     def predict_noise(self, x_t: torch.Tensor, t: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
         """x_t [B, ...], t [B] (long), embeddings [C, B, L, D] -> eps [C, B, ...] in one model call.
-        A guide with ``view_aware`` true also takes ``cameras``, the views' Cameras (or None)."""
+        A guide with ``view_aware`` true also takes ``cameras``, the views' Cameras (or None); one with an
+        ``image_adapter`` also takes ``images`` [C, B, D], the image embedding each row sees (zeros: none)."""
 
 
 def locate_model(model: str) -> str:
