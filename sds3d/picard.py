@@ -66,9 +66,10 @@ def _work(cfg_container: dict, device: str, threads: int, jobs, results) -> None
     cfg.device = device
     s = build_session(cfg)
     while (job := jobs.get()) is not None:
-        step, state = job
+        step, state, scaler = job
         try:
             load_state(s, state)
+            s.scaler.load_state_dict(scaler)  # AMP: the gradients come scaled as the run will unscale them
             out = step_gradients(s, step)
             grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in trainable(s)]
             results.put((step, _detached(out), [g.detach().cpu() for g in grads]))
@@ -104,10 +105,11 @@ class Workers:
         for process in self.processes:
             process.start()
 
-    def compute(self, first: int, guesses: List[dict]) -> List[Tuple[StepOutput, List[torch.Tensor]]]:
-        """Step ``first + i`` at ``guesses[i]`` on worker i, for every guess: (StepOutput, gradients) in step order."""
+    def compute(self, first: int, guesses: List[dict], scaler: dict) -> List[Tuple[StepOutput, List[torch.Tensor]]]:
+        """Step ``first + i`` at ``guesses[i]`` on worker i, for every guess, with the run's AMP ``scaler`` state:
+        (StepOutput, gradients) in step order."""
         for i, state in enumerate(guesses):
-            self.jobs[i].put((first + i, state))
+            self.jobs[i].put((first + i, state, scaler))
         done = {}
         while len(done) < len(guesses):
             try:
@@ -148,7 +150,7 @@ def picard_windows(s: Session, start: int, should_stop: Callable[[], bool]) -> I
                 raise KeyboardInterrupt
             size = min(window, total - base)
             guesses = guesses[:size] + [guesses[-1] if guesses else state_of(s)] * (size - len(guesses))
-            computed = workers.compute(base, guesses)
+            computed = workers.compute(base, guesses, s.scaler.state_dict())
             kept, guesses, errors = replay(s, base, computed, guesses, threshold)
             if errors and cfg.picard.adapt > 0:
                 threshold = (1 - cfg.picard.adapt) * threshold + cfg.picard.adapt * float(torch.tensor(errors).median())
