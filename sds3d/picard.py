@@ -43,14 +43,18 @@ def trainable(s: Session) -> List[torch.Tensor]:
     return [p for group in s.optimizer.param_groups for p in group["params"]]
 
 
+def moved(s: Session) -> nn.ModuleDict:
+    """What the optimiser moves, as one module: the scene and the objective (VSD's LoRA)."""
+    return nn.ModuleDict({"scene": s.scene, "objective": s.objective})
+
+
 def state_of(s: Session) -> dict:
     """Parameters and buffers of the scene and the objective, on CPU (what a worker loads)."""
-    modules = nn.ModuleDict({"scene": s.scene, "objective": s.objective})
-    return {k: v.detach().to("cpu", copy=True) for k, v in modules.state_dict().items()}
+    return {k: v.detach().to("cpu", copy=True) for k, v in moved(s).state_dict().items()}
 
 
 def load_state(s: Session, state: dict) -> None:
-    nn.ModuleDict({"scene": s.scene, "objective": s.objective}).load_state_dict(state)
+    moved(s).load_state_dict(state)
 
 
 def flat_parameters(s: Session) -> torch.Tensor:
@@ -167,7 +171,7 @@ def replay(s: Session, base: int, computed: list, guesses: List[dict], threshold
     """The optimiser replayed over the window from the true state at ``base``: the kept steps, the next window's
     guesses (the replay's iterates from the first unkept step on) and the window's fixed-point errors. ``s`` ends
     at the true state after the kept steps (also when interrupted)."""
-    start_state, start_optimizer, start_scaler = state_of(s), copy.deepcopy(s.optimizer.state_dict()), s.scaler.state_dict()
+    start, names = _snapshot(s), _trainable_names(s)
     kept, errors, settled, iterates = [], [], None, []
     try:
         for i, (out, grads) in enumerate(computed):
@@ -181,7 +185,7 @@ def replay(s: Session, base: int, computed: list, guesses: List[dict], threshold
                 kept.append((step, out))
             nxt = flat_parameters(s)
             if i + 1 < len(computed):
-                guess = torch.cat([guesses[i + 1][name].float().flatten() for name in _trainable_names(s)])
+                guess = torch.cat([guesses[i + 1][name].float().flatten() for name in names])
                 errors.append(1e6 * float(((nxt - guess) ** 2).mean()))
                 if settled is None and errors[-1] > threshold:
                     settled = _snapshot(s)
@@ -190,14 +194,13 @@ def replay(s: Session, base: int, computed: list, guesses: List[dict], threshold
         if settled is not None:
             _restore(s, *settled)
     except BaseException:
-        _restore(s, start_state, start_optimizer, start_scaler)
+        _restore(s, *start)
         raise
     return kept, iterates, errors
 
 
 def _trainable_names(s: Session) -> List[str]:
-    modules = nn.ModuleDict({"scene": s.scene, "objective": s.objective})
-    by_id = {id(p): name for name, p in modules.named_parameters()}
+    by_id = {id(p): name for name, p in moved(s).named_parameters()}
     return [by_id[id(p)] for p in trainable(s)]
 
 
