@@ -29,7 +29,7 @@ import torch.nn as nn
 from omegaconf import OmegaConf
 
 from sds3d.errors import Sds3dError
-from sds3d.train import STOP_HINT, Session, StepOutput, apply_gradients, build_session, particles, step_gradients
+from sds3d.train import STOP_HINT, Session, StepOutput, apply_gradients, begin_step, build_session, step_gradients
 
 log = logging.getLogger("sds3d")
 POLL_SECONDS = 1.0
@@ -176,8 +176,7 @@ def replay(s: Session, base: int, computed: list, guesses: List[dict], threshold
     try:
         for i, (out, grads) in enumerate(computed):
             step = base + i
-            for view in particles(s.scene):
-                view["field"].update_step(step)
+            begin_step(s, step)  # the fields move to the step as the sequential loop moves them
             for p, g in zip(trainable(s), grads):
                 p.grad = g.to(p.device, p.dtype)
             out.grad_norm = apply_gradients(s, step)

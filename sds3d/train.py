@@ -253,13 +253,20 @@ def train_step(s: Session, step: int, timer=untimed) -> StepOutput:
     return out
 
 
-def step_gradients(s: Session, step: int, timer=untimed) -> StepOutput:
-    """A step up to its gradients (left in the parameters' ``.grad``); ``grad_norm`` is filled by ``apply_gradients``."""
-    cfg, views = s.cfg, particles(s.scene)
-    if cfg.train.picard.window > 0:
-        torch.manual_seed(step_seed(cfg.seed, step))
+def begin_step(s: Session, step: int) -> List[nn.ModuleDict]:
+    """What a step does before it draws anything: seeds its draws when they are keyed by the step, moves each
+    particle's field to ``step`` (coarse-to-fine levels, occupancy grid). Returns the particles."""
+    if s.cfg.train.picard.window > 0:
+        torch.manual_seed(step_seed(s.cfg.seed, step))
+    views = particles(s.scene)
     for view in views:
         view["field"].update_step(step)
+    return views
+
+
+def step_gradients(s: Session, step: int, timer=untimed) -> StepOutput:
+    """A step up to its gradients (left in the parameters' ``.grad``); ``grad_norm`` is filled by ``apply_gradients``."""
+    cfg, views = s.cfg, begin_step(s, step)
     # One particle draws no random number, so single-particle runs keep their random stream.
     view = views[int(torch.randint(len(views), ()))] if len(views) > 1 else views[0]
     with timer("render"):
@@ -361,14 +368,14 @@ def train(cfg, run_dir: Path, resume: bool = False, should_stop: Optional[Callab
     step, began, interrupted = start, time.perf_counter(), False
     bar = tqdm(total=cfg.train.steps, initial=start, desc="sds3d", unit="step", dynamic_ncols=True)
     asked = should_stop or (lambda: False)
-    if cfg.train.picard.window > 1 and build_stage is not nerf_stage:
-        log.info("train.picard parallelises the NeRF stage only: this stage runs step by step")
-    if cfg.train.picard.window > 1 and build_stage is nerf_stage:
-        from sds3d.picard import picard_windows  # sds3d.picard builds on this module
+    windows = sequential_windows(s, start, asked)
+    if cfg.train.picard.window > 1:
+        if build_stage is nerf_stage:
+            from sds3d.picard import picard_windows  # sds3d.picard builds on this module
 
-        windows = picard_windows(s, start, asked)
-    else:
-        windows = sequential_windows(s, start, asked)
+            windows = picard_windows(s, start, asked)
+        else:
+            log.info("train.picard parallelises the NeRF stage only: this stage runs step by step")
     try:
         for kept in windows:
             for index, out in kept:
