@@ -43,7 +43,7 @@ def starting_surface(nerf_scene: nn.ModuleDict, cfg, resolution: int) -> MeshSce
     """The NeRF field's surface (marching cubes at ``resolution``, decimated to export.max_faces) and albedo
     as a mesh scene, on the CPU: at export.resolution, the asset a NeRF run exports, before baking."""
     field = nerf_scene["field"]
-    return mesh_asset(decimate(nerf_surface(field, cfg, resolution), cfg.export.max_faces), field)
+    return mesh_asset(decimate(nerf_surface(field, cfg.scene.radius, cfg.cameras, cfg.export, resolution), cfg.export.max_faces), field)
 
 
 def mesh_stage(cfg, surface: MeshScene, background: Background) -> Stage:
@@ -72,10 +72,11 @@ def export_refined(scene: nn.ModuleDict, cfg, run_dir: Path, timer: PartTimer) -
     surface = scene["field"]
     device = surface.offsets.device
     with timer("mesh"):
-        paths = write_asset(surface.to_trimesh(), lambda points: surface.albedo(points.to(device)), cfg, run_dir, cfg.export.formats)
+        paths = write_asset(surface.to_trimesh(), lambda points: surface.albedo(points.to(device)), cfg.export, run_dir)
     if cfg.export.video_frames > 0:
         with timer("video"):
-            paths.append(save_turntable(MeshRenderer(cfg.render, cfg.refine.rasterizer), scene, cfg, run_dir / "video.mp4"))
+            renderer = MeshRenderer(cfg.render, cfg.refine.rasterizer)
+            paths.append(save_turntable(renderer, scene, cfg.cameras, cfg.export, run_dir / "video.mp4"))
     return paths
 
 

@@ -222,7 +222,7 @@ def build_session(cfg, guide=None, build_stage: Callable[..., Stage] = nerf_stag
     objective = (stage.objective or build_objective(cfg.objective, guide, cfg.train.steps)).to(device)
     optimizer = build_optimizer(stage.param_groups, objective, cfg.train)
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.train.amp and device.type == "cuda")
-    validate = stage.validate or (lambda run_dir, step: save_validation(stage.renderer, scene, cfg, run_dir, step))
+    validate = stage.validate or (lambda run_dir, step: save_validation(stage.renderer, scene, cfg.cameras, cfg.train, run_dir, step))
     return Session(cfg, device, guide, prompts, scene, objective, optimizer, scaler, stage.renderer, stage.regularisers, stage.export,
                    stage.isolate, validate)
 

@@ -24,10 +24,10 @@ def render_view(renderer, scene, camera, shading: str = "albedo", with_normals: 
     return renderer.render(scene["field"], scene["background"], camera.to(next(scene.parameters()).device), shading, with_normals)
 
 
-def validation_grid(renderer, scene, cfg) -> np.ndarray:
+def validation_grid(renderer, scene, cameras_cfg, views: int, resolution: int) -> np.ndarray:
     """One row per orbit view: rgb | normal | opacity, uint8 [rows*H, 3*W, 3]."""
     rows = []
-    for camera in orbit_cameras(cfg.cameras, cfg.train.val_views, cfg.train.val_resolution):
+    for camera in orbit_cameras(cameras_cfg, views, resolution):
         out = render_view(renderer, scene, camera, with_normals=True)
         opacity = out.opacity[0]
         normal = (out.normal[0] * 0.5 + 0.5) * opacity + (1.0 - opacity)  # white where empty
@@ -35,14 +35,17 @@ def validation_grid(renderer, scene, cfg) -> np.ndarray:
     return to_uint8(torch.cat(rows, dim=0))
 
 
-def save_validation(renderer, scene, cfg, run_dir: Path, step: int) -> Path:
-    return write_image(validation_grid(renderer, scene, cfg), run_dir / "progress" / f"step-{step:05d}.png")
+def save_validation(renderer, scene, cameras_cfg, train_cfg, run_dir: Path, step: int) -> Path:
+    """The validation grid of ``train.val_views`` views at ``train.val_resolution``, as progress/step-<step>.png."""
+    grid = validation_grid(renderer, scene, cameras_cfg, train_cfg.val_views, train_cfg.val_resolution)
+    return write_image(grid, run_dir / "progress" / f"step-{step:05d}.png")
 
 
-def save_turntable(renderer, scene, cfg, path: Path) -> Path:
-    cameras = orbit_cameras(cfg.cameras, cfg.export.video_frames, cfg.export.video_resolution)
+def save_turntable(renderer, scene, cameras_cfg, export_cfg, path: Path) -> Path:
+    """``export.video_frames`` lit orbit views at ``export.video_resolution`` as a video."""
+    cameras = orbit_cameras(cameras_cfg, export_cfg.video_frames, export_cfg.video_resolution)
     frames = [to_uint8(render_view(renderer, scene, cam, shading="diffuse").rgb[0]) for cam in cameras]
-    return write_video(frames, path, fps=cfg.export.video_fps)
+    return write_video(frames, path, fps=export_cfg.video_fps)
 
 
 def export_meshes(scene, cfg, run_dir: Path, video: bool = False, timer: Optional[PartTimer] = None) -> List[Path]:
@@ -53,10 +56,10 @@ def export_meshes(scene, cfg, run_dir: Path, video: bool = False, timer: Optiona
     field = scene["field"]
     device = next(field.parameters()).device
     with timer("mesh"):
-        surface = decimate(nerf_surface(field, cfg, cfg.export.resolution), cfg.export.max_faces)
-        paths = write_asset(surface, lambda points: field(points.to(device))[1], cfg, run_dir, cfg.export.formats)
+        surface = decimate(nerf_surface(field, cfg.scene.radius, cfg.cameras, cfg.export, cfg.export.resolution), cfg.export.max_faces)
+        paths = write_asset(surface, lambda points: field(points.to(device))[1], cfg.export, run_dir)
     if video:
         with timer("video"):
             asset_scene = nn.ModuleDict({"field": mesh_asset(surface, field), "background": scene["background"]}).to(device)
-            paths.append(save_turntable(MeshRenderer(cfg.render), asset_scene, cfg, run_dir / "video.mp4"))
+            paths.append(save_turntable(MeshRenderer(cfg.render), asset_scene, cfg.cameras, cfg.export, run_dir / "video.mp4"))
     return paths

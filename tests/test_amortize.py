@@ -22,11 +22,16 @@ from sds3d.errors import ConfigError
 from sds3d.views import render_view
 from sds3d.render.volume import VolumeRenderer
 
-from tiny_models import SMALL_RUN
 
 ROOT = Path(__file__).resolve().parent.parent
 VALIDATOR = ROOT / ".ci" / "node_modules" / "gltf-validator"
-EXACT = [*SMALL_RUN, "guide.model=exact:world@16", "export.texture=false", "scene.occupancy.resolution=16"]
+
+
+@pytest.fixture(scope="module")
+def exact_run(small_run):
+    """``small_run`` on the exact world guide at 16 px, untextured."""
+    return [*small_run, "guide.model=exact:world@16", "export.texture=false", "scene.occupancy.resolution=16"]
+
 
 
 def prompts_file(folder: Path, *prompts: str) -> Path:
@@ -36,11 +41,11 @@ def prompts_file(folder: Path, *prompts: str) -> Path:
 
 
 @pytest.fixture(scope="module")
-def two_prompt_generator(tmp_path_factory) -> Path:
+def two_prompt_generator(tmp_path_factory, exact_run) -> Path:
     """A generator trained on the exact world guide over a red cube and a blue sphere."""
     folder = tmp_path_factory.mktemp("amortize")
     api.amortize(prompts_file(folder, "a red cube", "a blue sphere"), "amortize",
-                 [*EXACT, "train.steps=160", "train.val_every=80", "train.ckpt_every=80"], folder / "generator")
+                 [*exact_run, "train.steps=160", "train.val_every=80", "train.ckpt_every=80"], folder / "generator")
     return folder / "generator"
 
 
@@ -71,8 +76,8 @@ def test_the_run_folder_has_what_a_run_has(two_prompt_generator):
     assert list(cfg.amortize.prompts) == ["a red cube", "a blue sphere"]
 
 
-def test_every_prompt_is_shown_once_per_block_and_resumes_the_same():
-    cfg = load_config(prompt="x", overrides=EXACT)
+def test_every_prompt_is_shown_once_per_block_and_resumes_the_same(exact_run):
+    cfg = load_config(prompt="x", overrides=exact_run)
     generator = TextGenerator(cfg.scene, prompts=5, embedding_dim=1, code_dim=4, seed=3)
     order = [generator.prompt_at(step) for step in range(15)]
     assert all(sorted(order[i:i + 5]) == list(range(5)) for i in (0, 5, 10))
@@ -107,9 +112,9 @@ def test_generated_glb_passes_the_khronos_gltf_validator(two_prompt_generator, t
     assert json.loads(done.stdout)["issues"]["numErrors"] == 0
 
 
-def test_resume_equals_an_uninterrupted_run(tmp_path):
+def test_resume_equals_an_uninterrupted_run(tmp_path, exact_run):
     prompts = prompts_file(tmp_path, "a red cube", "a green cone", "a blue sphere")
-    overrides = [*EXACT, "train.steps=8", "train.ckpt_every=4"]
+    overrides = [*exact_run, "train.steps=8", "train.ckpt_every=4"]
     whole = api.amortize(prompts, "amortize", overrides, tmp_path / "whole")
     calls = iter(range(100))
     cut = api.amortize(prompts, "amortize", overrides, tmp_path / "cut", should_stop=lambda: next(calls) >= 5)
@@ -126,11 +131,11 @@ def test_resume_equals_an_uninterrupted_run(tmp_path):
     ("- prompt: a red cube\n  seed: 3\n", "own config, overrides or seed"),
     ("a red cube\na red zorb\n", "zorb"),
 ])
-def test_bad_prompts_files_are_clear_errors(tmp_path, content, problem):
+def test_bad_prompts_files_are_clear_errors(tmp_path, content, problem, exact_run):
     path = tmp_path / ("prompts.yaml" if content.startswith("-") else "prompts.txt")
     path.write_text(content)
     with pytest.raises(ConfigError, match=problem):
-        api.amortize(path, "amortize", [*EXACT, "train.steps=2"], tmp_path / "out")
+        api.amortize(path, "amortize", [*exact_run, "train.steps=2"], tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
@@ -148,15 +153,15 @@ def test_a_prompt_the_text_encoder_cannot_read_is_refused_before_a_folder_is_mad
     assert not (tmp_path / "run").exists()
 
 
-def test_a_layout_or_particles_are_refused(tmp_path):
+def test_a_layout_or_particles_are_refused(tmp_path, exact_run):
     prompts = prompts_file(tmp_path, "a red cube")
     with pytest.raises(ConfigError, match="scene.particles"):
-        api.amortize(prompts, "amortize", [*EXACT, "scene.particles=2"], tmp_path / "out")
+        api.amortize(prompts, "amortize", [*exact_run, "scene.particles=2"], tmp_path / "out")
 
 
-def test_gan_mode_trains_a_discriminator_on_guide_samples_drawn_once(tmp_path, monkeypatch):
+def test_gan_mode_trains_a_discriminator_on_guide_samples_drawn_once(tmp_path, monkeypatch, exact_run):
     prompts = prompts_file(tmp_path, "a red cube", "a blue sphere")
-    overrides = [*EXACT, "train.steps=6", "train.ckpt_every=3", "amortize.gan.views=3", "amortize.gan.sample_steps=2"]
+    overrides = [*exact_run, "train.steps=6", "train.ckpt_every=3", "amortize.gan.views=3", "amortize.gan.sample_steps=2"]
     calls = iter(range(100))
     cut = api.amortize(prompts, "amortize-gan", overrides, tmp_path / "gan", should_stop=lambda: next(calls) >= 3)
     saved = torch.load(cut.run_dir / "guide-samples.pt", weights_only=True)
@@ -168,9 +173,9 @@ def test_gan_mode_trains_a_discriminator_on_guide_samples_drawn_once(tmp_path, m
     assert all(r["loss/discriminator"] > 0 and "objective/d_real" in r for r in records)
 
 
-def test_gan_mode_refuses_a_colour_gate(tmp_path):
+def test_gan_mode_refuses_a_colour_gate(tmp_path, exact_run):
     with pytest.raises(ConfigError, match="colour_t_max"):
-        api.amortize(prompts_file(tmp_path, "a red cube"), "amortize-gan", [*EXACT, "objective.colour_t_max=0.5"], tmp_path / "out")
+        api.amortize(prompts_file(tmp_path, "a red cube"), "amortize-gan", [*exact_run, "objective.colour_t_max=0.5"], tmp_path / "out")
 
 
 def test_the_bundled_generator_makes_an_asset_offline(tmp_path):

@@ -16,17 +16,6 @@ from sds3d.app.request import Knobs, RunRequest, build_request, config_choices, 
 from sds3d.app.runs import format_seconds, loss_curve, read_metrics, read_progress, scan_runs
 from sds3d.app.worker import FINISHED, RUNNING, STOPPED, Worker
 from sds3d.errors import Sds3dError
-from tiny_models import TINY_CONFIG
-
-
-def write_tiny_prior_config(folder: Path, tiny_prior_dir: Path) -> Path:
-    """tests/configs/tiny.yaml on the tiny bundled-prior model, as a config file the app can offer."""
-    node = OmegaConf.load(TINY_CONFIG)
-    node.guide.model = str(tiny_prior_dir)
-    node.export.formats = ["glb"]
-    path = folder / "tiny-prior.yaml"
-    OmegaConf.save(node, path)
-    return path
 
 
 def make_run(outputs: Path, name: str, prompt: str, objective: str = "sds", grids=(10,), metrics=(), files=()):
@@ -101,9 +90,9 @@ def test_eta_reads_as_hours_minutes_seconds(seconds, text):
     assert format_seconds(seconds) == text
 
 
-def test_config_choices_are_shipped_names_then_extra_files(tmp_path):
+def test_config_choices_are_shipped_names_then_extra_files(tiny_config, tmp_path):
     (tmp_path / "mine.yaml").write_text("defaults: [base]\n")
-    tiny = Path(TINY_CONFIG)
+    tiny = Path(tiny_config)
     choices = config_choices([tmp_path, tiny])
     assert ("base", "base") in choices
     assert choices[-2:] == [(f"mine ({tmp_path})", str(tmp_path / "mine.yaml")), (f"tiny ({tiny.parent})", str(tiny))]
@@ -150,9 +139,9 @@ def wait_for(condition, timeout: float = 120.0):
         time.sleep(0.05)
 
 
-def test_worker_runs_a_queued_request_to_a_mesh(tmp_path, tiny_prior_dir):
+def test_worker_runs_a_queued_request_to_a_mesh(tmp_path, tiny_prior_config):
     worker = Worker()
-    job = worker.submit(tiny_request(write_tiny_prior_config(tmp_path, tiny_prior_dir), tmp_path / "out", steps=6))
+    job = worker.submit(tiny_request(tiny_prior_config, tmp_path / "out", steps=6))
     wait_for(lambda: job.done)
     worker.shutdown()
     assert job.state == FINISHED, job.message
@@ -160,8 +149,8 @@ def test_worker_runs_a_queued_request_to_a_mesh(tmp_path, tiny_prior_dir):
     assert read_progress(job.run_dir, 6).step == 6
 
 
-def test_stop_cancels_a_queued_run_and_ends_a_running_one_with_checkpoint_and_mesh(tmp_path, tiny_prior_dir):
-    config = write_tiny_prior_config(tmp_path, tiny_prior_dir)
+def test_stop_cancels_a_queued_run_and_ends_a_running_one_with_checkpoint_and_mesh(tmp_path, tiny_prior_config):
+    config = tiny_prior_config
     worker = Worker()
     running = worker.submit(tiny_request(config, tmp_path / "out", steps=10_000))
     queued = worker.submit(tiny_request(config, tmp_path / "out", steps=6))
@@ -200,11 +189,11 @@ def test_the_page_number_fields_reject_text_with_a_message():
     assert field.preprocess(6) == 6
 
 
-def test_a_full_queue_refuses_more_runs_with_a_message(tmp_path, tiny_prior_dir):
+def test_a_full_queue_refuses_more_runs_with_a_message(tmp_path, tiny_prior_config):
     from sds3d.app.worker import MAX_WAITING
 
     worker = Worker()
-    config = write_tiny_prior_config(tmp_path, tiny_prior_dir)
+    config = tiny_prior_config
     try:
         jobs = [worker.submit(tiny_request(config, tmp_path / "out", steps=10_000))]
         wait_for(lambda: jobs[0].state == RUNNING)

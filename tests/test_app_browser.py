@@ -16,7 +16,6 @@ from urllib.parse import urlparse
 import pytest
 from PIL import Image
 
-from test_app import write_tiny_prior_config
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -29,14 +28,14 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not 
 
 
 @pytest.fixture
-def app_url(tmp_path, tiny_prior_dir):
+def app_url(tmp_path, tiny_prior_config):
     """The app (as `sds3d app --configs tiny-prior.yaml` starts it) serving tmp_path/out on a free port."""
     from sds3d.app.server import start
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = start("127.0.0.1", port, tmp_path / "out", [write_tiny_prior_config(tmp_path, tiny_prior_dir)])
+    server = start("127.0.0.1", port, tmp_path / "out", [tiny_prior_config])
     try:
         yield server.url
     finally:

@@ -17,7 +17,6 @@ from sds3d.batch.runner import Workers, plan_cluster, plan_local, ray_session, r
 from sds3d.batch.worker import run_job
 from sds3d.cli import main
 from sds3d.errors import ConfigError
-from tiny_models import TINY_CONFIG
 
 QUICK = ["train.steps=4", "train.val_every=0", "export.formats=[glb]", "export.video_frames=0"]
 
@@ -45,12 +44,12 @@ def test_yaml_entries_carry_their_own_config_overrides_and_seed(tmp_path):
     assert jobs[2].overrides == ("train.steps=7", "objective.guidance_scale=50", 'export.formats=["glb"]')
 
 
-def test_json_list_and_a_relative_config_path_that_workers_can_find(tmp_path, monkeypatch):
-    monkeypatch.chdir(Path(TINY_CONFIG).parent)
+def test_json_list_and_a_relative_config_path_that_workers_can_find(tiny_config, tmp_path, monkeypatch):
+    monkeypatch.chdir(Path(tiny_config).parent)
     path = write(tmp_path, "prompts.json", '["a red cube", {"prompt": "a blue sphere", "config": "tiny.yaml"}]')
     jobs = read_jobs(path)
     assert [j.prompt for j in jobs] == ["a red cube", "a blue sphere"]
-    assert jobs[1].config == str(Path(TINY_CONFIG).resolve())
+    assert jobs[1].config == str(Path(tiny_config).resolve())
 
 
 @pytest.mark.parametrize("name, text, message", [
@@ -148,11 +147,11 @@ def workers():
 
 
 @pytest.fixture(scope="module")
-def finished_batch(workers, tiny_sd_dir, tmp_path_factory):
+def finished_batch(tiny_config, workers, tiny_sd_dir, tmp_path_factory):
     """Three prompts run on the two workers: (jobs, batch folder)."""
     folder = tmp_path_factory.mktemp("batch")
     prompts = write(folder, "prompts.txt", "a red cube\na blue sphere\na green cone\n")
-    jobs = read_jobs(prompts, TINY_CONFIG, [f"guide.model={tiny_sd_dir}", *QUICK])
+    jobs = read_jobs(prompts, tiny_config, [f"guide.model={tiny_sd_dir}", *QUICK])
     run_batch(jobs, folder / "out", workers, retries=0)
     return jobs, folder / "out"
 
@@ -187,9 +186,9 @@ def dies_once(job, run_dir, threads):
     return run_job(job, run_dir, threads)
 
 
-def test_failing_jobs_are_retried_and_reported_while_the_others_finish(workers, tiny_sd_dir, tmp_path):
+def test_failing_jobs_are_retried_and_reported_while_the_others_finish(tiny_config, workers, tiny_sd_dir, tmp_path):
     prompts = write(tmp_path, "prompts.yaml", "- a red cube\n- {prompt: a blue sphere, overrides: [objective.weight=.nan]}\n")
-    jobs = read_jobs(prompts, TINY_CONFIG, [f"guide.model={tiny_sd_dir}", *QUICK])
+    jobs = read_jobs(prompts, tiny_config, [f"guide.model={tiny_sd_dir}", *QUICK])
     index = run_batch(jobs, tmp_path / "out", workers, retries=1, job_fn=dies_once)
     survivor, broken = index["001-a-red-cube"], index["002-a-blue-sphere"]
     assert (survivor.status, survivor.attempts, survivor.error) == ("done", 2, None)
@@ -207,16 +206,16 @@ def bad_config(job, run_dir, threads):
     raise ConfigError(f"'{job.prompt}' is wrong in a way no retry fixes")
 
 
-def test_a_config_error_is_not_retried(workers, tmp_path):
-    (job,) = read_jobs(write(tmp_path, "prompts.txt", "a red cube\n"), TINY_CONFIG, QUICK)
+def test_a_config_error_is_not_retried(tiny_config, workers, tmp_path):
+    (job,) = read_jobs(write(tmp_path, "prompts.txt", "a red cube\n"), tiny_config, QUICK)
     index = run_batch([job], tmp_path / "out", workers, retries=2, job_fn=bad_config)
     assert (index[job.name].status, index[job.name].attempts) == ("failed", 1)
     assert "no retry fixes" in index[job.name].error
 
 
-def test_an_interrupted_run_resumes_from_its_checkpoint(workers, tiny_sd_dir, tmp_path):
+def test_an_interrupted_run_resumes_from_its_checkpoint(tiny_config, workers, tiny_sd_dir, tmp_path):
     prompts = write(tmp_path, "prompts.txt", "a red cube\n")
-    (job,) = read_jobs(prompts, TINY_CONFIG, [f"guide.model={tiny_sd_dir}", *QUICK, "train.log_every=1"])
+    (job,) = read_jobs(prompts, tiny_config, [f"guide.model={tiny_sd_dir}", *QUICK, "train.log_every=1"])
     run_dir = tmp_path / "out" / job.name
     api.generate(job.prompt, job.config, [*job.overrides, "train.steps=2"], run_dir=run_dir)  # a batch killed at step 2
     index = run_batch([job], tmp_path / "out", workers, retries=0)

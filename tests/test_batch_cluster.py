@@ -19,7 +19,6 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from sds3d.batch.runner import batch_generate  # noqa: E402
-from tiny_models import TINY_CONFIG  # noqa: E402
 
 RAY = str(Path(sys.executable).with_name("ray"))
 # Every node and the driver agree: no token authentication, no usage reports.
@@ -79,7 +78,7 @@ def cluster(tmp_path_factory, monkeypatch):
 
 
 @pytest.mark.slow
-def test_a_batch_on_a_cluster_survives_losing_a_worker_node(cluster, tiny_sd_dir, tmp_path):
+def test_a_batch_on_a_cluster_survives_losing_a_worker_node(tiny_config, cluster, tiny_sd_dir, tmp_path):
     address, (_, doomed) = cluster
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a red cube\na blue sphere\n")
@@ -88,7 +87,7 @@ def test_a_batch_on_a_cluster_survives_losing_a_worker_node(cluster, tiny_sd_dir
     out, result = tmp_path / "out", {}
 
     def run():
-        result["index"] = batch_generate(prompts, TINY_CONFIG, overrides, address=address, retries=2, out_dir=out)
+        result["index"] = batch_generate(prompts, tiny_config, overrides, address=address, retries=2, out_dir=out)
 
     batch = threading.Thread(target=run)
     batch.start()

@@ -9,7 +9,6 @@ import sys
 import pytest
 import torch
 from omegaconf import OmegaConf
-from tiny_models import SMALL_RUN
 
 from sds3d.bench.speed import PARTS, bench_speed, format_report
 from sds3d.cli import main
@@ -102,10 +101,10 @@ def test_bench_runs_on_random_weights_with_a_negative_prompt(tmp_path):
     assert result["random_weights"] and result["parts_s"]["encode"] > 0 and result["floor_s"] > 0
 
 
-def test_picard_bench_runs_both_and_scores_them(tmp_path, monkeypatch, capsys):
+def test_picard_bench_runs_both_and_scores_them(small_run, tmp_path, monkeypatch, capsys):
     out = tmp_path / "picard.json"
     monkeypatch.setattr(sys, "argv", ["sds3d", "bench", "speed", "--picard", "2", "--prompt", "a red cube", "--out", str(out),
-                                      "--runs", str(tmp_path / "runs"), *SMALL_RUN, "guide.model=exact:world", "train.steps=4",
+                                      "--runs", str(tmp_path / "runs"), *small_run, "guide.model=exact:world", "train.steps=4",
                                       "train.picard.threshold=0", "train.picard.adapt=0"])
     with pytest.raises(SystemExit) as info:
         main()

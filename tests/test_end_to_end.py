@@ -11,15 +11,17 @@ import trimesh
 from sds3d import api
 from sds3d.errors import NonFiniteError
 from sds3d.objectives.sds import SDS
-from tiny_models import TINY_CONFIG
 
 
-def run_tiny(tiny_sd_dir, run_dir, *overrides):
-    return api.generate("a hamburger", TINY_CONFIG, [f"guide.model={tiny_sd_dir}", *overrides], run_dir=run_dir)
+@pytest.fixture
+def run_tiny(tiny_config, tiny_sd_dir):
+    """Runs "a hamburger" on tiny.yaml and the tiny SD model: ``run_tiny(run_dir, *overrides)``."""
+    return lambda run_dir, *overrides: api.generate("a hamburger", tiny_config, [f"guide.model={tiny_sd_dir}", *overrides],
+                                                    run_dir=run_dir)
 
 
-def test_run_writes_glb_with_faces_and_texture(tiny_sd_dir, tmp_path):
-    result = run_tiny(tiny_sd_dir, tmp_path / "run")
+def test_run_writes_glb_with_faces_and_texture(run_tiny, tmp_path):
+    result = run_tiny(tmp_path / "run")
     mesh = trimesh.load(result.run_dir / "mesh.glb", force="mesh")
     assert len(mesh.faces) > 0 and isinstance(mesh.visual, trimesh.visual.TextureVisuals)
     assert mesh.visual.uv.shape == (len(mesh.vertices), 2) and mesh.visual.material.baseColorTexture is not None
@@ -29,8 +31,8 @@ def test_run_writes_glb_with_faces_and_texture(tiny_sd_dir, tmp_path):
     assert result.steps == 20
 
 
-def test_run_folder_layout(tiny_sd_dir, tmp_path):
-    run_dir = run_tiny(tiny_sd_dir, tmp_path / "run").run_dir
+def test_run_folder_layout(run_tiny, tmp_path):
+    run_dir = run_tiny(tmp_path / "run").run_dir
     for name in ("config.yaml", "ckpt/last.pt", "progress/step-00010.png", "progress/step-00020.png",
                  "mesh.obj", "mesh.ply", "video.mp4"):
         assert (run_dir / name).is_file(), name
@@ -44,11 +46,11 @@ def _scene_state(run_dir):
     return torch.load(run_dir / "ckpt" / "last.pt", weights_only=False)["scene"]
 
 
-def test_resume_continues_exactly(tiny_sd_dir, tmp_path):
+def test_resume_continues_exactly(run_tiny, tmp_path):
     # a schedule in fractions of the run (base's uniform_mix) differs between a 10-step and a 20-step run by design
     constant_mix = "objective.uniform_mix=0.5"
-    straight = run_tiny(tiny_sd_dir, tmp_path / "straight", constant_mix)
-    first = run_tiny(tiny_sd_dir, tmp_path / "split", "train.steps=10", constant_mix)
+    straight = run_tiny(tmp_path / "straight", constant_mix)
+    first = run_tiny(tmp_path / "split", "train.steps=10", constant_mix)
     assert first.steps == 10
     resumed = api.resume(first.run_dir, ["train.steps=20"])
     assert resumed.steps == 20
@@ -58,14 +60,14 @@ def test_resume_continues_exactly(tiny_sd_dir, tmp_path):
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
 
 
-def test_export_reexports_from_checkpoint(tiny_sd_dir, tmp_path):
-    run_dir = run_tiny(tiny_sd_dir, tmp_path / "run", "export.formats=[glb]").run_dir
+def test_export_reexports_from_checkpoint(run_tiny, tmp_path):
+    run_dir = run_tiny(tmp_path / "run", "export.formats=[glb]").run_dir
     paths = api.export(run_dir, ["obj", "ply"], resolution=24)
     assert [p.name for p in paths] == ["mesh.obj", "mesh.ply"]
     assert len(trimesh.load(paths[1], force="mesh").faces) > 0
 
 
-def test_interrupt_saves_checkpoint_and_exports(tiny_sd_dir, tmp_path, monkeypatch):
+def test_interrupt_saves_checkpoint_and_exports(run_tiny, tmp_path, monkeypatch):
     calls = {"n": 0}
     original = SDS.forward
 
@@ -76,13 +78,13 @@ def test_interrupt_saves_checkpoint_and_exports(tiny_sd_dir, tmp_path, monkeypat
         return original(self, *args)
 
     monkeypatch.setattr(SDS, "forward", forward)
-    result = run_tiny(tiny_sd_dir, tmp_path / "run")
+    result = run_tiny(tmp_path / "run")
     assert result.interrupted and result.steps == 5
     assert torch.load(result.run_dir / "ckpt" / "last.pt", weights_only=False)["step"] == 5
     assert (result.run_dir / "mesh.glb").is_file()
 
 
-def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_sd_dir, tmp_path, monkeypatch):
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(run_tiny, tmp_path, monkeypatch):
     original = SDS.forward
 
     def forward(self, guide, x, conditions, step):
@@ -93,12 +95,12 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_sd_dir, tmp_p
 
     monkeypatch.setattr(SDS, "forward", forward)
     with pytest.raises(NonFiniteError, match="step 13"):
-        run_tiny(tiny_sd_dir, tmp_path / "run")
+        run_tiny(tmp_path / "run")
     assert torch.load(tmp_path / "run" / "ckpt" / "last.pt", weights_only=False)["step"] == 10
 
 
-def test_cli_run_prompt_to_glb(tiny_sd_dir, tmp_path):
-    cmd = [sys.executable, "-c", "from sds3d.cli import main; main()", "run", "a hamburger", "--config", TINY_CONFIG,
+def test_cli_run_prompt_to_glb(tiny_config, tiny_sd_dir, tmp_path):
+    cmd = [sys.executable, "-c", "from sds3d.cli import main; main()", "run", "a hamburger", "--config", tiny_config,
            f"guide.model={tiny_sd_dir}", f"out_dir={tmp_path}", "train.steps=4", "export.video_frames=0"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr

@@ -52,7 +52,7 @@ def test_render_threshold_outlines_what_the_renders_show():
     cfg = load_config(prompt="a red ball")
     centre = torch.tensor([0.3, -0.2, 0.1])
     grid = sample_grid(lambda p: torch.where((p - centre).norm(dim=-1) < 0.4, 30.0, 0.05), cfg.scene.radius, 64)
-    level = render_threshold(grid, cfg)
+    level = render_threshold(grid, cfg.scene.radius, cfg.cameras)
     assert 0.05 < level < 30.0
     mesh = mesh_grid(grid, level, red, cfg.scene.radius)
     radii = np.linalg.norm(mesh.vertices - centre.numpy(), axis=1)

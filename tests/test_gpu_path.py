@@ -9,13 +9,14 @@ from sds3d.config import load_config
 from sds3d.errors import ConfigError
 from sds3d.guides import load_guide
 from sds3d.train import build_session, train_step
-from tiny_models import TINY_CONFIG
 
 CPU = torch.device("cpu")
 
 
-def tiny_cfg(model, *overrides):
-    return load_config(TINY_CONFIG, [f"guide.model={model}", "cameras.batch_size=1", *overrides], "a red cube")
+@pytest.fixture
+def tiny_cfg(tiny_config):
+    """``tiny_cfg(model, *overrides)``: tiny.yaml's config for "a red cube" on ``model``, one camera per step."""
+    return lambda model, *overrides: load_config(tiny_config, [f"guide.model={model}", "cameras.batch_size=1", *overrides], "a red cube")
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +32,7 @@ def tiny_taesd_dir(tmp_path_factory):
     return path
 
 
-def test_tiny_vae_replaces_the_vae_and_stays_differentiable(tiny_sd_dir, tiny_taesd_dir):
+def test_tiny_vae_replaces_the_vae_and_stays_differentiable(tiny_sd_dir, tiny_taesd_dir, tiny_cfg):
     from diffusers import AutoencoderTiny
 
     guide = load_guide(tiny_cfg(tiny_sd_dir, f"guide.tiny_vae={tiny_taesd_dir}").guide, CPU)
@@ -43,12 +44,12 @@ def test_tiny_vae_replaces_the_vae_and_stays_differentiable(tiny_sd_dir, tiny_ta
     assert guide.decode(x).shape == (1, 3, 16, 16)
 
 
-def test_tiny_vae_on_a_pixel_model_is_a_config_error(tiny_prior_dir, tiny_taesd_dir):
+def test_tiny_vae_on_a_pixel_model_is_a_config_error(tiny_prior_dir, tiny_taesd_dir, tiny_cfg):
     with pytest.raises(ConfigError, match="pixel-space model without a VAE"):
         load_guide(tiny_cfg(tiny_prior_dir, f"guide.tiny_vae={tiny_taesd_dir}").guide, CPU)
 
 
-def test_compile_compiles_the_unet_and_attention_is_sdpa(tiny_sd_dir, monkeypatch):
+def test_compile_compiles_the_unet_and_attention_is_sdpa(tiny_sd_dir, monkeypatch, tiny_cfg):
     from diffusers import UNet2DConditionModel
     from diffusers.models.attention_processor import AttnProcessor2_0
 
@@ -61,7 +62,7 @@ def test_compile_compiles_the_unet_and_attention_is_sdpa(tiny_sd_dir, monkeypatc
     assert len(compiled) == 1  # off by default
 
 
-def test_latent_warmup_skips_the_vae_then_hands_over(tiny_sd_dir, monkeypatch):
+def test_latent_warmup_skips_the_vae_then_hands_over(tiny_sd_dir, monkeypatch, tiny_cfg):
     session = build_session(tiny_cfg(tiny_sd_dir, "render.latent_warmup_steps=2", "render.width=8", "render.height=8"))
     encoded = []
     encode = session.guide.encode
@@ -75,14 +76,14 @@ def test_latent_warmup_skips_the_vae_then_hands_over(tiny_sd_dir, monkeypatch):
     assert encoded == [(1, 3, 8, 8)]
 
 
-def test_latent_warmup_needs_a_latent_guide(tiny_prior_dir):
+def test_latent_warmup_needs_a_latent_guide(tiny_prior_dir, tiny_cfg):
     with pytest.raises(ConfigError, match="latent_warmup_steps renders latents"):
         build_session(tiny_cfg(tiny_prior_dir, "render.latent_warmup_steps=5"))
     with pytest.raises(ConfigError, match="latent_warmup_steps must be 0 or more"):
         tiny_cfg(tiny_prior_dir, "render.latent_warmup_steps=-1")
 
 
-def test_occupancy_grid_on_cpu_renders_with_the_dense_sampler_and_says_so(tiny_sd_dir, caplog):
+def test_occupancy_grid_on_cpu_renders_with_the_dense_sampler_and_says_so(tiny_sd_dir, caplog, tiny_cfg):
     session = build_session(tiny_cfg(tiny_sd_dir, "render.occupancy_grid=true", "render.width=8", "render.height=8"))
     with caplog.at_level("INFO", logger="sds3d"):
         assert torch.isfinite(train_step(session, 0).loss)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from objective_fakes import make_conditions
-from tiny_models import IP_ADAPTER_WEIGHT, SMALL_RUN, save_tiny_ip_adapter
+from tiny_models import IP_ADAPTER_WEIGHT, save_tiny_ip_adapter
 
 from sds3d import api
 from sds3d.config import load_config
@@ -68,8 +68,8 @@ def test_the_image_is_seen_on_the_prompts_side_of_cfg_only(tiny_sd_dir, adapter_
 
 
 @pytest.mark.parametrize("config", ["csm", "prolificdreamer"])
-def test_a_run_with_an_image_prompt_writes_a_glb(config, tiny_sd_dir, adapter_dir, reference, tmp_path):
-    overrides = [f"guide.model={tiny_sd_dir}", *SMALL_RUN, "train.steps=2", *image_overrides(adapter_dir, reference)]
+def test_a_run_with_an_image_prompt_writes_a_glb(small_run, config, tiny_sd_dir, adapter_dir, reference, tmp_path):
+    overrides = [f"guide.model={tiny_sd_dir}", *small_run, "train.steps=2", *image_overrides(adapter_dir, reference)]
     result = api.generate("a cat", config, overrides, run_dir=tmp_path / "run")
     assert (result.run_dir / "mesh.glb").is_file()
     assert all(np.isfinite(json.loads(line)["loss"]) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines())

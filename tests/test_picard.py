@@ -7,7 +7,6 @@ import multiprocessing
 
 import pytest
 import torch
-from tiny_models import SMALL_RUN
 
 from sds3d import api
 from sds3d.bench.quality import exported_asset_iou
@@ -16,8 +15,13 @@ from sds3d.errors import ConfigError
 from sds3d.picard import WorkerError
 from sds3d.world.scenes import parse_caption
 
-RUN = ["guide.model=exact:world", *SMALL_RUN, "train.steps=12", "train.ckpt_every=4"]
 EXACT = ["train.picard.threshold=0", "train.picard.adapt=0"]
+
+
+@pytest.fixture(scope="module")
+def exact_run(small_run):
+    """12 steps of ``small_run`` on the exact world guide, a checkpoint every 4."""
+    return ["guide.model=exact:world", *small_run, "train.steps=12", "train.ckpt_every=4"]
 
 
 def losses(run_dir):
@@ -36,20 +40,20 @@ def assert_same_run(a, b):
 
 
 @pytest.fixture(scope="module")
-def sequential(tmp_path_factory):
+def sequential(tmp_path_factory, exact_run):
     """The ordinary loop with each step's draws keyed by its index (window 1), the run Picard must reproduce."""
-    return api.generate("a red cube", None, [*RUN, "train.picard.window=1"], run_dir=tmp_path_factory.mktemp("seq") / "run").run_dir
+    return api.generate("a red cube", None, [*exact_run, "train.picard.window=1"], run_dir=tmp_path_factory.mktemp("seq") / "run").run_dir
 
 
-def test_threshold_zero_is_the_sequential_run_step_for_step(sequential, tmp_path):
-    picard = api.generate("a red cube", None, [*RUN, "train.picard.window=2", *EXACT], run_dir=tmp_path / "run").run_dir
+def test_threshold_zero_is_the_sequential_run_step_for_step(sequential, tmp_path, exact_run):
+    picard = api.generate("a red cube", None, [*exact_run, "train.picard.window=2", *EXACT], run_dir=tmp_path / "run").run_dir
     assert len(losses(picard)) == 12
     assert_same_run(picard, sequential)
 
 
-def test_vsd_lora_is_guessed_and_replayed_with_the_field(tiny_sd_dir, tmp_path):
+def test_vsd_lora_is_guessed_and_replayed_with_the_field(small_run, tiny_sd_dir, tmp_path):
     """The LoRA is part of the iterate: at threshold 0 its trained weights equal the sequential run's."""
-    overrides = [f"guide.model={tiny_sd_dir}", *SMALL_RUN, "train.steps=4", "scene.normals=finite_difference", *EXACT]
+    overrides = [f"guide.model={tiny_sd_dir}", *small_run, "train.steps=4", "scene.normals=finite_difference", *EXACT]
     runs = [api.generate("a hamburger", "prolificdreamer", [*overrides, f"train.picard.window={w}"], run_dir=tmp_path / str(w)).run_dir
             for w in (1, 2)]
     assert_same_run(*runs)
@@ -57,10 +61,10 @@ def test_vsd_lora_is_guessed_and_replayed_with_the_field(tiny_sd_dir, tmp_path):
     assert lora[0] and all(torch.allclose(lora[0][k], lora[1][k], atol=1e-5) for k in lora[0])
 
 
-def test_a_resume_between_windows_continues_the_same_run(sequential, tmp_path):
+def test_a_resume_between_windows_continues_the_same_run(sequential, tmp_path, exact_run):
     calls = iter(range(100))
     stop_after_two_windows = lambda: next(calls) >= 2  # noqa: E731 - asked before each window of one step
-    overrides = [*RUN, "train.picard.window=2", *EXACT]
+    overrides = [*exact_run, "train.picard.window=2", *EXACT]
     first = api.generate("a red cube", None, overrides, run_dir=tmp_path / "run", should_stop=stop_after_two_windows)
     assert first.interrupted and read_checkpoint(first.run_dir / "ckpt" / "last.pt")["step"] == 2
     resumed = api.resume(first.run_dir)
@@ -68,7 +72,7 @@ def test_a_resume_between_windows_continues_the_same_run(sequential, tmp_path):
     assert_same_run(resumed.run_dir, sequential)
 
 
-def test_a_dead_worker_stops_the_run_with_its_last_checkpoint(tmp_path):
+def test_a_dead_worker_stops_the_run_with_its_last_checkpoint(tmp_path, exact_run):
     calls = iter(range(100))
 
     def kill_a_worker_at_the_fifth_window():
@@ -77,7 +81,7 @@ def test_a_dead_worker_stops_the_run_with_its_last_checkpoint(tmp_path):
         return False
 
     with pytest.raises(WorkerError, match="died"):
-        api.generate("a red cube", None, [*RUN, "train.picard.window=2", *EXACT], run_dir=tmp_path / "run",
+        api.generate("a red cube", None, [*exact_run, "train.picard.window=2", *EXACT], run_dir=tmp_path / "run",
                      should_stop=kill_a_worker_at_the_fifth_window)
     assert read_checkpoint(tmp_path / "run" / "ckpt" / "last.pt")["step"] == 4
 

@@ -13,7 +13,6 @@ from sds3d.errors import NonFiniteError
 from sds3d.guides.exact import ExactDenoiserGuide
 from sds3d.objectives import OBJECTIVES
 from sds3d.playground import optimise_image
-from tiny_models import TINY_CONFIG
 from test_cli import cli
 
 EXACT = ["guide.model=exact:world@16", "device=cpu"]
@@ -38,15 +37,15 @@ def check_outputs(result, steps: int, frames: int, side: int):
 
 
 @pytest.mark.parametrize("name", list(OBJECTIVES))
-def test_every_objective_runs_on_the_tiny_model(tiny_sd_dir, tmp_path, name):
+def test_every_objective_runs_on_the_tiny_model(tiny_config, tiny_sd_dir, tmp_path, name):
     # 16 px latent model: images are upscaled x16 to 256 px; auto space optimises the latent.
-    result = optimise_image("a hamburger", TINY_CONFIG, [f"guide.model={tiny_sd_dir}", f"objective.name={name}",
+    result = optimise_image("a hamburger", tiny_config, [f"guide.model={tiny_sd_dir}", f"objective.name={name}",
                                                   "image.steps=3", "image.frames=3"], tmp_path / "out")
     check_outputs(result, steps=3, frames=3, side=256)
 
 
-def test_image_space_on_a_latent_model_goes_through_the_vae(tiny_sd_dir, tmp_path):
-    result = optimise_image("a hamburger", TINY_CONFIG, [f"guide.model={tiny_sd_dir}", "image.space=image", "image.steps=2",
+def test_image_space_on_a_latent_model_goes_through_the_vae(tiny_config, tiny_sd_dir, tmp_path):
+    result = optimise_image("a hamburger", tiny_config, [f"guide.model={tiny_sd_dir}", "image.space=image", "image.steps=2",
                                                   "image.frames=2", "image.lr=0.5"], tmp_path / "out")
     check_outputs(result, steps=2, frames=2, side=256)
     assert np.abs(read(result.image_path).astype(int) - 128).max() > 0  # moved from the grey start

@@ -11,7 +11,6 @@ from sds3d.config import load_config
 from sds3d.errors import CheckpointError, ConfigError, ExportError
 from sds3d.scene.mesh import MeshScene, TextureField
 from sds3d.scene.nerf import NeRFField
-from tiny_models import TINY_CONFIG
 
 NERF = ["train.steps=4", "train.val_every=0", "export.formats=[glb]", "export.video_frames=0"]
 REFINE = ["refine.steps=3", "refine.width=32", "refine.height=32", "refine.mesh_resolution=32",
@@ -19,9 +18,9 @@ REFINE = ["refine.steps=3", "refine.width=32", "refine.height=32", "refine.mesh_
 
 
 @pytest.fixture(scope="module")
-def nerf_run(tiny_sd_dir, tmp_path_factory):
+def nerf_run(tiny_config, tiny_sd_dir, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("refine") / "run"
-    return api.generate("a hamburger", TINY_CONFIG, [f"guide.model={tiny_sd_dir}", *NERF], run_dir=run_dir).run_dir
+    return api.generate("a hamburger", tiny_config, [f"guide.model={tiny_sd_dir}", *NERF], run_dir=run_dir).run_dir
 
 
 def test_refine_writes_a_textured_mesh_and_a_run_folder(nerf_run):
@@ -45,8 +44,8 @@ def test_refine_resumes_to_more_steps(nerf_run):
     assert json.loads((resumed.run_dir / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 5
 
 
-def test_texture_field_starts_as_the_nerf_albedo():
-    cfg = load_config(TINY_CONFIG, prompt="x")
+def test_texture_field_starts_as_the_nerf_albedo(tiny_config):
+    cfg = load_config(tiny_config, prompt="x")
     field = NeRFField(cfg.scene)
     torch.nn.init.normal_(field.encoding.table, std=0.5)
     points = torch.rand(100, 3) * 2 - 1
@@ -59,19 +58,19 @@ def octahedron(texture):
     return MeshScene(vertices, faces, texture)
 
 
-def test_regularisers_on_an_octahedron():
+def test_regularisers_on_an_octahedron(tiny_config):
     # Each vertex's four neighbours average to the origin, so |v - mean|^2 = |v|^2 = 1; adjacent face
     # normals (+-1, +-1, +-1)/sqrt(3) differ in one sign, so 1 - cos = 2/3 on every edge.
-    mesh = octahedron(TextureField(load_config(TINY_CONFIG, prompt="x").scene))
+    mesh = octahedron(TextureField(load_config(tiny_config, prompt="x").scene))
     torch.testing.assert_close(mesh.laplacian_loss(), torch.tensor(1.0))
     torch.testing.assert_close(mesh.normal_consistency_loss(), torch.tensor(2.0 / 3.0))
 
 
-def test_bad_input_is_a_clear_error(nerf_run, tmp_path):
+def test_bad_input_is_a_clear_error(tiny_config, nerf_run, tmp_path):
     (tmp_path / "config.yaml").write_text((nerf_run / "config.yaml").read_text())
     with pytest.raises(CheckpointError, match="no checkpoint"):
         api.refine(tmp_path)
     with pytest.raises(ConfigError, match="does not exist"):
         api.refine(tmp_path / "missing")
     with pytest.raises(ExportError, match="empty"):
-        MeshScene(torch.zeros(0, 3), torch.zeros(0, 3, dtype=torch.long), TextureField(load_config(TINY_CONFIG, prompt="x").scene))
+        MeshScene(torch.zeros(0, 3), torch.zeros(0, 3, dtype=torch.long), TextureField(load_config(tiny_config, prompt="x").scene))

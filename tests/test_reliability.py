@@ -23,9 +23,12 @@ from sds3d import api
 from sds3d.checkpoint import read_checkpoint
 from sds3d.config import load_config
 from sds3d.errors import CheckpointError, ConfigError
-from tiny_models import SMALL_RUN
 
-FAST = [*SMALL_RUN, "export.resolution=24", "export.texture=false"]
+
+@pytest.fixture(scope="module")
+def fast(small_run):
+    """``small_run`` with a coarser, untextured export."""
+    return [*small_run, "export.resolution=24", "export.texture=false"]
 
 
 def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path, monkeypatch):
@@ -54,10 +57,10 @@ def test_an_out_dir_that_cannot_be_written_is_a_config_error(tmp_path):
         api.new_run_dir(cfg)
 
 
-def start_run(out_dir: Path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) -> subprocess.Popen:
+def start_run(out_dir: Path, overrides, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) -> subprocess.Popen:
     """A long CLI run in a subprocess; returns once it has logged its first step."""
     cmd = [sys.executable, "-c", "from sds3d.cli import main; main()", "run", "a red cube", "train.steps=100000",
-           "train.log_every=1", "train.ckpt_every=0", f"out_dir={out_dir}", *FAST]
+           "train.log_every=1", "train.ckpt_every=0", f"out_dir={out_dir}", *overrides]
     process = subprocess.Popen(cmd, stdout=stdout, stderr=stderr)
     deadline = time.monotonic() + 180
     while not list(out_dir.glob("*/metrics.jsonl")) or not list(out_dir.glob("*/metrics.jsonl"))[0].read_text():
@@ -73,16 +76,16 @@ def assert_saved_and_exported(out_dir: Path) -> None:
 
 
 @pytest.mark.slow
-def test_sigterm_checkpoints_and_exports(tmp_path):
-    process = start_run(tmp_path)
+def test_sigterm_checkpoints_and_exports(tmp_path, fast):
+    process = start_run(tmp_path, fast)
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=120) == 130  # interrupted, as after Ctrl-C
     assert_saved_and_exported(tmp_path)
 
 
 @pytest.mark.slow
-def test_ctrl_c_with_the_output_pipe_closed_still_checkpoints_and_exports(tmp_path):
-    process = start_run(tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+def test_ctrl_c_with_the_output_pipe_closed_still_checkpoints_and_exports(tmp_path, fast):
+    process = start_run(tmp_path, fast, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     process.stdout.close()  # as `sds3d run ... | tee log` when Ctrl-C has already ended tee
     process.stderr.close()
     process.send_signal(signal.SIGINT)
@@ -91,10 +94,10 @@ def test_ctrl_c_with_the_output_pipe_closed_still_checkpoints_and_exports(tmp_pa
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory) -> Path:
+def finished_run(tmp_path_factory, fast) -> Path:
     """A 4-step run with a checkpoint at step 2 and at the end."""
     out_dir = tmp_path_factory.mktemp("runs")
-    overrides = ["train.steps=4", "train.ckpt_every=2", "train.log_every=1", f"out_dir={out_dir}", *FAST]
+    overrides = ["train.steps=4", "train.ckpt_every=2", "train.log_every=1", f"out_dir={out_dir}", *fast]
     return api.generate("a red cube", overrides=overrides).run_dir
 
 
@@ -168,16 +171,15 @@ def test_kill_minus_nine_during_checkpoint_writes_leaves_a_readable_checkpoint(t
 
 
 @pytest.mark.slow
-def test_sigterm_to_the_app_stops_its_run_with_a_checkpoint_and_an_export(tmp_path, tiny_prior_dir):
+def test_sigterm_to_the_app_stops_its_run_with_a_checkpoint_and_an_export(tmp_path, tiny_prior_config):
     """`sds3d app` in a subprocess, a run asked for through its HTTP API, then SIGTERM to the server."""
     pytest.importorskip("gradio")
     from gradio_client import Client
-    from test_app import write_tiny_prior_config
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    config, out = write_tiny_prior_config(tmp_path, tiny_prior_dir), tmp_path / "out"
+    config, out = tiny_prior_config, tmp_path / "out"
     server = subprocess.Popen([sys.executable, "-c", "from sds3d.cli import main; main()", "app", "--port", str(port),
                                "--outputs", str(out), "--configs", str(config)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"})

@@ -3,6 +3,7 @@ benchmark hands a semantic method (only) the layout of its prompt's true scene."
 
 import json
 
+import pytest
 import trimesh
 from omegaconf import OmegaConf
 from typer.testing import CliRunner
@@ -12,16 +13,21 @@ from sds3d.cli import app
 from sds3d.config import ASSETS_DIR
 from sds3d.layout import parse_layout
 from sds3d.world.scenes import parse_caption
-from tiny_models import SMALL_RUN
 
 PAIR = ASSETS_DIR / "layouts" / "cube-left-of-sphere.yaml"
-SMALL = [*SMALL_RUN, "train.steps=4", "export.resolution=24"]
 
 
-def test_run_with_a_two_object_layout_writes_a_glb(tmp_path):
+@pytest.fixture(scope="module")
+def small(small_run):
+    """``small_run`` for 4 steps, exported at 24."""
+    return [*small_run, "train.steps=4", "export.resolution=24"]
+
+
+
+def test_run_with_a_two_object_layout_writes_a_glb(tmp_path, small):
     run_dir = tmp_path / "runs"
     # Scene views only (the recipe zooms on one object most steps), so every step has a region map.
-    result = CliRunner().invoke(app, ["run", "--layout", str(PAIR), *SMALL, "layout.zoom_prob=0.0", f"out_dir={run_dir}"])
+    result = CliRunner().invoke(app, ["run", "--layout", str(PAIR), *small, "layout.zoom_prob=0.0", f"out_dir={run_dir}"])
     assert result.exit_code == 0, result.output
     (folder,) = run_dir.iterdir()
     cfg = OmegaConf.load(folder / "config.yaml")

@@ -21,7 +21,6 @@ from sds3d.render.volume import VolumeRenderer
 from sds3d.train import pick_zoomed_region
 from test_refine import REFINE
 from test_semantic import EmbedGuide, TwoBlobs
-from tiny_models import SMALL_RUN
 
 PAIR = ASSETS_DIR / "layouts" / "cube-left-of-sphere.yaml"  # boxes of side 0.8 centred at y = -0.42 and +0.42
 
@@ -112,9 +111,9 @@ def test_zoom_on_draws_every_region():
     assert {pick_zoomed_region(session, step) for step in range(40)} == {0, 1}
 
 
-def test_a_run_of_separate_objects_and_zoomed_views_only_writes_a_glb_and_loads_back(tmp_path):
+def test_a_run_of_separate_objects_and_zoomed_views_only_writes_a_glb_and_loads_back(small_run, tmp_path):
     run_dir = tmp_path / "runs"
-    result = CliRunner().invoke(app, ["run", "--layout", str(PAIR), *SMALL_RUN, "train.steps=6", "export.resolution=24",
+    result = CliRunner().invoke(app, ["run", "--layout", str(PAIR), *small_run, "train.steps=6", "export.resolution=24",
                                       "layout.zoom_prob=1.0", "layout.separate_objects=true", f"out_dir={run_dir}"])
     assert result.exit_code == 0, result.output
     (folder,) = run_dir.iterdir()

@@ -21,13 +21,6 @@ BOS_TOKEN = "<|startoftext|>"
 EOS_TOKEN = "<|endoftext|>"
 MODEL_MAX_LENGTH = 77
 TEXT_HIDDEN_SIZE = 16  # == unet cross_attention_dim
-TINY_CONFIG = str(Path(__file__).parent / "configs" / "tiny.yaml")  # a few-second CPU run on these models
-SMALL_RUN = [  # overrides that shrink any config to a seconds-long CPU run (each test adds its train.steps)
-    "device=cpu", "guide.dtype=fp32", "train.log_every=1", "train.val_every=0", "train.val_resolution=16",
-    "render.width=16", "render.height=16", "render.samples=8", "render.importance_samples=4",
-    "scene.encoding.levels=4", "scene.encoding.log2_table_size=10", "scene.encoding.max_resolution=32",
-    "scene.encoding.start_level=4", "scene.mlp_width=16", "export.resolution=16", "export.video_frames=0",
-]
 
 # Characters the tokenizer knows, each as a word-internal piece "c" and a
 # word-final piece "c</w>".

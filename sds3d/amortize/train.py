@@ -2,7 +2,7 @@
 generator that shows one training prompt per step, guided with that prompt's Conditions."""
 
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -71,7 +71,8 @@ def generator_stage(cfg, guide, run_dir: Path) -> Stage:
     if cfg.amortize.mode == "gan":
         objective = AdversarialObjective(cfg, guide, generator, cfg.amortize.prompts, Path(run_dir) / GAN_SAMPLES_FILE)
     return Stage(scene, renderer, groups, lambda out, step: regularisers(out, step, cfg.train),
-                 lambda run_dir, timer: [save_generator(scene, cfg, run_dir)], prompts=AmortizedPrompts(guide, cfg, generator),
+                 lambda run_dir, timer: [save_generator(scene, cfg.amortize.prompts, run_dir)],
+                 prompts=AmortizedPrompts(guide, cfg, generator),
                  validate=lambda run_dir, step: save_prompt_grid(renderer, scene, cfg, run_dir, step), objective=objective)
 
 
@@ -92,11 +93,12 @@ def validation_prompts(prompts: int, rows: int) -> List[int]:
     return sorted(set(torch.linspace(0, prompts - 1, min(rows, prompts)).round().long().tolist()))
 
 
-def save_generator(scene: nn.ModuleDict, cfg, run_dir: Path) -> Path:
-    """<run_dir>/generator.pt: the weights `sds3d generate` loads (with config.yaml beside them)."""
+def save_generator(scene: nn.ModuleDict, prompts: Sequence[str], run_dir: Path) -> Path:
+    """<run_dir>/generator.pt: the weights `sds3d generate` loads (with config.yaml beside them) and the prompts
+    they were trained on."""
     path = Path(run_dir) / GENERATOR_FILE
     with atomic_write(path) as tmp:
-        torch.save({"scene": scene.state_dict(), "prompts": list(cfg.amortize.prompts)}, tmp)
+        torch.save({"scene": scene.state_dict(), "prompts": list(prompts)}, tmp)
     return path
 
 

@@ -2,7 +2,7 @@
 to glTF's, decimated, and written with its albedo baked into a texture or as vertex colours."""
 
 from pathlib import Path
-from typing import List, Sequence
+from typing import List
 
 import numpy as np
 import torch
@@ -26,13 +26,13 @@ def mesh_asset(surface, field) -> MeshScene:
 
 
 @torch.no_grad()
-def render_threshold(grid: torch.Tensor, cfg, views: int = 8, resolution: int = 48, samples: int = 192) -> float:
+def render_threshold(grid: torch.Tensor, radius: float, cameras_cfg, views: int = 8, resolution: int = 48, samples: int = 192) -> float:
     """The density level whose isosurface has the silhouette of renders of the density ``grid`` (``sample_grid``'s
-    lattice over the scene box, trilinearly interpolated), by ``silhouette_threshold``: from ``views`` cameras
+    lattice over the box of half-size ``radius``, trilinearly interpolated), by ``silhouette_threshold``: from ``views`` cameras
     around the object at the eval distance, half at the eval elevation and half above it, with ``samples`` evenly
     spaced samples per ray. Rendering the lattice marching cubes meshes, not the field, calibrates the level on
     the very volume it cuts, and costs a lookup per sample instead of a field query."""
-    c, radius = cfg.cameras, cfg.scene.radius
+    c = cameras_cfg
     elevation = torch.tensor([c.eval_elevation, c.eval_elevation + 30.0]).repeat_interleave(views // 2)
     azimuth = torch.arange(views) * (360.0 / (views // 2)) + (elevation > c.eval_elevation) * (180.0 / (views // 2))
     cameras = make_cameras(elevation, azimuth, torch.full((views,), c.eval_distance), torch.full((views,), c.eval_fovy),
@@ -46,23 +46,26 @@ def render_threshold(grid: torch.Tensor, cfg, views: int = 8, resolution: int = 
     return silhouette_threshold(density.amax(-1), optical_depth)
 
 
-def nerf_surface(field, cfg, resolution: int):
-    """The NeRF field's surface by marching cubes, in the scene frame, with vertex colours from its albedo;
-    at export.threshold, or when that is null at the level whose outline matches the renders of the sampled grid."""
+def nerf_surface(field, radius: float, cameras_cfg, export_cfg, resolution: int):
+    """The NeRF field's surface by marching cubes over the box of half-size ``radius``, in the scene frame, with
+    vertex colours from its albedo; at export.threshold, or when that is null at the level whose outline matches
+    renders of the sampled grid from the eval cameras of ``cameras_cfg``."""
     device = next(field.parameters()).device
-    radius = cfg.scene.radius
     with torch.no_grad():
         grid = sample_grid(field.density, radius, resolution, device=device)
-        threshold = render_threshold(grid, cfg, samples=cfg.export.level_samples) if cfg.export.threshold is None else cfg.export.threshold
-        return mesh_grid(grid, threshold, lambda points: field(points)[1], radius, cfg.export.min_component_fraction, device)
+        threshold = export_cfg.threshold
+        if threshold is None:
+            threshold = render_threshold(grid, radius, cameras_cfg, samples=export_cfg.level_samples)
+        return mesh_grid(grid, threshold, lambda points: field(points)[1], radius, export_cfg.min_component_fraction, device)
 
 
-def write_asset(mesh, albedo_fn, cfg, run_dir: Path, formats: Sequence[str]) -> List[Path]:
-    """A scene-frame mesh, rotated to glTF axes and decimated to ``export.max_faces``, as mesh.<format>.
+def write_asset(mesh, albedo_fn, export_cfg, run_dir: Path) -> List[Path]:
+    """A scene-frame mesh, rotated to glTF axes and decimated to ``export.max_faces``, as mesh.<format> for every
+    one of ``export.formats``.
 
     ``albedo_fn`` maps scene points [N, 3] to albedo [N, 3]. With ``export.texture`` it is baked into a
     texture for glb and obj; otherwise, and for ply, it colours the vertices. Returns the written mesh
-    paths in the order of ``formats``.
+    paths in the order of ``export.formats``.
     """
     to_scene = torch.from_numpy(_TO_GLTF).float()
 
@@ -72,13 +75,13 @@ def write_asset(mesh, albedo_fn, cfg, run_dir: Path, formats: Sequence[str]) -> 
     with torch.no_grad():
         mesh = mesh.copy()
         mesh.vertices = mesh.vertices @ _TO_GLTF.T
-        mesh = decimate(mesh, cfg.export.max_faces)
+        mesh = decimate(mesh, export_cfg.max_faces)
         rgb = torch.cat([albedo(p) for p in torch.from_numpy(mesh.vertices).float().split(65536)]).clamp(0, 1).cpu().numpy()
         mesh.visual.vertex_colors = np.round(rgb * 255).astype(np.uint8)
-    written = {}
-    textured = [fmt for fmt in formats if cfg.export.texture and fmt in TEXTURED_FORMATS]
+    formats, written = export_cfg.formats, {}
+    textured = [fmt for fmt in formats if export_cfg.texture and fmt in TEXTURED_FORMATS]
     if textured:
-        unwrapped, texture = bake_texture(mesh, albedo, cfg.export.texture_resolution, cfg.export.texture_padding)
+        unwrapped, texture = bake_texture(mesh, albedo, export_cfg.texture_resolution, export_cfg.texture_padding)
         written.update(zip(textured, write_textured(unwrapped, texture, run_dir, "mesh", textured)))
     for fmt in formats:
         if fmt not in written:
