@@ -154,13 +154,17 @@ def load_config(
     by the program, such as amortize.prompts) <- overrides.
 
     Raises ConfigError naming the key (and the valid choices) for an unknown key, a wrong type, a
-    missing prompt, a bad schedule or an unknown choice; nothing is loaded before this passes.
+    missing prompt, a bad schedule, an unknown choice or an unreadable prompt.image; nothing is loaded before
+    this passes.
     """
     source = resolve_config_path(config) if config else CONFIGS_DIR / "base.yaml"
     layers = [_read_yaml(source)]
     if prompt is not None:
         layers.append({"prompt": {"text": prompt}})
-    return _build([*layers, values or {}], overrides)
+    cfg = _build([*layers, values or {}], overrides)
+    if cfg.prompt.image:  # read here, for a new run only: a finished run exports without its reference image
+        read_image(cfg.prompt.image, "prompt.image")
+    return cfg
 
 
 def _parse_overrides(overrides: Sequence[str]) -> DictConfig:
@@ -215,7 +219,7 @@ def validate(cfg: DictConfig) -> None:
 
 
 def validate_image_prompt(cfg: DictConfig) -> None:
-    """prompt.image and guide.ip_adapter come together, the image is readable, and the guide is not one that
+    """prompt.image and guide.ip_adapter come together, and the guide is not one that
     cannot take an image (the exact world denoiser, or a local model without a VAE: the bundled prior, DeepFloyd
     IF); a pixel-space hub id is refused as its guide loads."""
     image, adapter, model = cfg.prompt.image, cfg.guide.ip_adapter, cfg.guide.model
@@ -230,7 +234,6 @@ def validate_image_prompt(cfg: DictConfig) -> None:
         raise ConfigError(f"the guide '{model}' cannot take an image prompt: an IP-Adapter conditions a Stable Diffusion "
                           "(latent) UNet, not the bundled prior, DeepFloyd IF or the exact world guide",
                           hint="guide.model=<SD 1.5 hub id or folder>, or drop prompt.image and guide.ip_adapter")
-    read_image(image, "prompt.image")
 
 
 def validate_layout_keys(cfg: DictConfig) -> None:

@@ -75,6 +75,18 @@ def test_a_run_with_an_image_prompt_writes_a_glb(small_run, config, tiny_sd_dir,
     assert all(np.isfinite(json.loads(line)["loss"]) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines())
 
 
+def test_a_finished_run_exports_after_its_image_moved_and_resuming_names_it(small_run, tiny_sd_dir, adapter_dir, reference, tmp_path):
+    moved = tmp_path / "reference.png"
+    moved.write_bytes(reference.read_bytes())
+    overrides = [f"guide.model={tiny_sd_dir}", *small_run, "train.steps=2", *image_overrides(adapter_dir, moved)]
+    run_dir = api.generate("a cat", "csm", overrides, run_dir=tmp_path / "run").run_dir
+    moved.unlink()
+    (glb,) = api.export(run_dir, ["glb"])
+    assert glb.stat().st_size > 0
+    with pytest.raises(ConfigError, match="cannot read prompt.image"):
+        api.resume(run_dir, ["train.steps=4"])
+
+
 @pytest.mark.parametrize("model, message", [(None, "cannot take an image prompt"), ("exact:world", "cannot take an image prompt")])
 def test_guides_without_an_image_input_refuse_it_before_loading(model, message, adapter_dir, reference, tiny_if_dir):
     overrides = image_overrides(adapter_dir, reference) + ([f"guide.model={model}"] if model else [])
