@@ -333,7 +333,7 @@ def prior_train(
 @prior_app.command("sample")
 def prior_sample(
     model: str = typer.Option("${asset:prior}", help="A pixel-space diffusers folder (default: the bundled prior)."),
-    out: Path = typer.Option(Path("prior-samples.png"), help="The grid: one row per caption set."),
+    out: Path = typer.Option(Path("prior-samples.png"), help="The grid (a row per caption set); scores per caption: its .json."),
     steps: int = typer.Option(50, help="DDIM steps."),
     guidance_scale: float = typer.Option(7.5, help="Standard CFG scale (7.5: the scale runs guide with, objective.guidance_scale)."),
     seed: int = typer.Option(0),
@@ -350,7 +350,7 @@ def prior_sample(
     scores = score_prior(guide, cfg.cameras, out, steps, guidance_scale, seed)
     for name, value in scores.items():
         typer.echo(f"{name:<24} {value:.3f}")
-    typer.echo(f"wrote {out}")
+    typer.echo(f"wrote {out} and {out.with_suffix('.json')}")
 
 
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks: measured, never asserted in tests.")

@@ -208,3 +208,22 @@ def test_warm_start_from_a_camera_blind_prior_predicts_as_it_did_from_any_camera
     with torch.no_grad():
         expected = blind.half().float()(x_t, t, encoder_hidden_states=text).sample
         torch.testing.assert_close(new.unet(x_t, t, encoder_hidden_states=text, class_labels=cameras).sample, expected)
+
+
+def test_prior_sample_writes_the_grid_and_each_captions_scores(tiny_prior_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from sds3d.cli import app
+    from sds3d.prior.sample import evaluation_captions
+
+    out = tmp_path / "samples.png"
+    result = CliRunner().invoke(app, ["prior", "sample", "--model", str(tiny_prior_dir), "--steps", "2", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.with_suffix(".json").read_text())
+    captions = evaluation_captions()
+    for name, expected in captions.items():
+        rows = [r for r in report["samples"] if r["set"] == name]
+        assert [r["caption"] for r in rows] == expected
+        assert report["scores"][name] == pytest.approx(sum(r["passed"] for r in rows) / len(rows))
+        assert f"{name:<24} {report['scores'][name]:.3f}" in result.output
+    assert out.is_file()

@@ -1,6 +1,7 @@
 """Sampling a pixel-space guide with DDIM and classifier-free guidance, and scoring the samples
 against the world's ground truth: the check that the prior draws what its captions say."""
 
+import json
 import random
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -53,14 +54,16 @@ def sample_images(guide, captions: Sequence[str], steps: int = 50, guidance_scal
 
 def score_prior(guide, cameras_cfg, out: Path, steps: int = 50, guidance_scale: float = 7.5, seed: int = 0) -> Dict[str, float]:
     """Samples every evaluation caption (from training cameras drawn with ``seed``, for a camera-conditioned
-    guide), writes them as one grid (a row per set), returns pass rates."""
-    rows, scores = [], {}
+    guide), writes them as one grid (a row per set) at ``out`` and each caption's checker scores as JSON beside it
+    (``out`` with the suffix .json), returns pass rates."""
+    rows, scores, samples = [], {}, []
     for name, captions in evaluation_captions().items():
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             cameras = sample_cameras(cameras_cfg, guide.resolution, guide.resolution, batch_size=len(captions))
         images = sample_images(guide, captions, steps, guidance_scale, seed, cameras)
         results = [score_sample(img.permute(1, 2, 0), cap, cameras_cfg) for img, cap in zip(images, captions)]
+        samples += [{"set": name, "caption": cap, **result} for cap, result in zip(captions, results)]
         scores[name] = float(np.mean([r["passed"] for r in results]))
         scores[f"{name}/iou"] = float(np.mean([r["iou"] for r in results]))
         scores[f"{name}/colour_error"] = float(np.mean([r["colour_error"] for r in results]))
@@ -68,5 +71,6 @@ def score_prior(guide, cameras_cfg, out: Path, steps: int = 50, guidance_scale: 
     width = max(r.shape[1] for r in rows)
     grid = torch.cat([torch.nn.functional.pad(r, (0, 0, 0, width - r.shape[1]), value=1.0) for r in rows])
     write_image(grid.numpy(), out)
+    Path(out).with_suffix(".json").write_text(json.dumps({"scores": scores, "samples": samples}, indent=1))
     return scores
 

@@ -159,4 +159,4 @@ def score_sample(image: torch.Tensor, caption: str, cameras_cfg, candidates: int
     errors = [shading_free_error(image[core & (nearest == k)].mean(0), torch.tensor(COLORS[obj.color]))
               if (core & (nearest == k)).any() else 1.0 for k, obj in enumerate(scene.objects)]
     error = max(errors)
-    return {"iou": ious[best], "colour_error": error, "passed": ious[best] >= PASS_IOU and error <= PASS_COLOUR}
+    return {"iou": float(ious[best]), "colour_error": float(error), "passed": bool(ious[best] >= PASS_IOU and error <= PASS_COLOUR)}
