@@ -320,13 +320,15 @@ def prior_train(
     pair_prob: float = typer.Option(PAIR_PROB, min=0.0, max=1.0,
                                     help="Share of the rendered scenes that are pairs (the rest are singles)."),
     init: Optional[Path] = typer.Option(None, help="A prior folder to start from (e.g. the bundled one); ignored on resume."),
+    text_encoder: str = typer.Option("clip", help="clip (causal, the bundled prior's) or t5 (bidirectional); from --init, "
+                                                  "another kind than its own starts fresh."),
 ):
     """Train the prior on world renders; resumable (rerun the same command)."""
     from sds3d.prior.train import train_prior
 
     out_dir = train_prior(out, work, steps, batch_size=batch_size, lr=lr, dataset_size=dataset_size, seed=seed,
                           degrade_prob=degrade_prob, camera_dropout=camera_dropout, pair_prob=pair_prob,
-                          init=init, lr_schedule=lr_schedule)
+                          init=init, lr_schedule=lr_schedule, text_encoder=text_encoder)
     typer.echo(f"wrote {out_dir}")
 
 

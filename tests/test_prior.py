@@ -10,6 +10,7 @@ import torch
 
 from sds3d.cameras import camera_features, sample_cameras, view_labels
 from sds3d.config import load_config
+from sds3d.errors import ConfigError
 from sds3d.guides.pixel import PixelGuide
 from sds3d.prior.data import render_dataset
 from sds3d.prior.model import build_prior, build_tokenizer
@@ -135,7 +136,7 @@ def test_train_prior_exports_a_loadable_model_and_resumes(tmp_path):
 def test_cosine_learning_rate_decays_from_the_base_to_zero_and_unknown_schedules_are_refused(tmp_path):
     assert [learning_rate(4e-4, "cosine", step, 100) for step in (0, 50, 100)] == pytest.approx([4e-4, 2e-4, 0.0])
     assert learning_rate(4e-4, "constant", 70, 100) == 4e-4
-    with pytest.raises(ValueError, match="'linear'.*constant, cosine"):
+    with pytest.raises(ConfigError, match="'linear'.*constant, cosine"):
         train_prior(tmp_path / "prior", tmp_path / "work", steps=2, lr_schedule="linear")
     assert not (tmp_path / "work").exists()  # refused before anything is rendered or written
 
@@ -227,3 +228,32 @@ def test_prior_sample_writes_the_grid_and_each_captions_scores(tiny_prior_dir, t
         assert report["scores"][name] == pytest.approx(sum(r["passed"] for r in rows) / len(rows))
         assert f"{name:<24} {report['scores'][name]:.3f}" in result.output
     assert out.is_file()
+
+
+def test_a_t5_prior_trains_from_a_clip_one_and_the_guide_reads_its_text_as_training_did(tmp_path):
+    from sds3d.prior.train import encode, warm_start
+
+    kwargs = dict(batch_size=4, dataset_size=16, resolution=16, channels=(8, 16), save_every=100, log_every=1)
+    train_prior(tmp_path / "clip", tmp_path / "clip-work", steps=1, **kwargs)
+    started = build_prior(resolution=16, channels=(8, 16), text_encoder="t5")
+    fresh = {k: v.clone() for k, v in started.text_encoder.state_dict().items()}
+    warm_start(started, tmp_path / "clip")  # the UNet is copied, the encoder of another kind keeps its init
+    clip_unet = PixelGuide.from_pretrained(str(tmp_path / "clip"), CPU, "fp32", cache_dir=str(tmp_path / "cache")).unet
+    torch.testing.assert_close(started.unet.state_dict(), clip_unet.state_dict())
+    torch.testing.assert_close(started.text_encoder.state_dict(), fresh)
+
+    out_dir, work_dir = tmp_path / "t5", tmp_path / "t5-work"
+    train_prior(out_dir, work_dir, steps=2, init=tmp_path / "clip", text_encoder="t5", **kwargs)
+    guide = PixelGuide.from_pretrained(str(out_dir), CPU, "fp32", cache_dir=str(tmp_path / "cache"))
+    saved = build_prior(resolution=16, channels=(8, 16), text_encoder="t5")
+    saved.text_encoder = type(saved.text_encoder).from_pretrained(out_dir / "text_encoder")
+    captions = ["a green cube on top of a yellow sphere", "a green cube on top of a yellow cone", ""]
+    with torch.no_grad():
+        trained = encode(saved, captions)
+    torch.testing.assert_close(guide.embed(captions), trained)
+    # Bidirectional: the word "yellow" (token 8) reads the shape after it, which a causal encoder cannot.
+    assert not torch.allclose(trained[0, 8], trained[1, 8])
+    with pytest.raises(ConfigError, match="has a t5 text encoder, not clip"):
+        train_prior(out_dir, work_dir, steps=3, **kwargs)
+    with pytest.raises(ConfigError, match="unknown text encoder 'bert'"):
+        train_prior(out_dir, tmp_path / "other", steps=3, text_encoder="bert", **kwargs)

@@ -1,6 +1,6 @@
-"""The bundled prior's architecture: a pixel-space diffusers UNet conditioned on a small CLIP-style
-text encoder over the world's words, with a word-level tokenizer. Saved in diffusers' folder layout
-(unet/, text_encoder/, tokenizer/, scheduler/) so it loads like any other model."""
+"""The bundled prior's architecture: a pixel-space diffusers UNet conditioned on a small text encoder over the
+world's words (CLIP-style, causal; or T5-style, bidirectional), with a word-level tokenizer. Saved in diffusers'
+folder layout (unet/, text_encoder/, tokenizer/, scheduler/) so it loads like any other model."""
 
 import copy
 import json
@@ -10,7 +10,7 @@ from pathlib import Path
 import torch.nn as nn
 from diffusers import DDIMScheduler, UNet2DConditionModel
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
-from transformers import CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerFast
+from transformers import CLIPTextConfig, CLIPTextModel, PreTrainedModel, PreTrainedTokenizerFast, T5Config, T5EncoderModel
 
 from sds3d.cameras import CAMERA_FEATURES
 from sds3d.prior.degrade import degradation_words
@@ -29,7 +29,7 @@ def prior_words() -> list:
 @dataclass
 class Prior:
     unet: UNet2DConditionModel
-    text_encoder: CLIPTextModel
+    text_encoder: PreTrainedModel  # CLIPTextModel or T5EncoderModel (TEXT_ENCODERS)
     tokenizer: PreTrainedTokenizerFast
     scheduler: DDIMScheduler
 
@@ -40,8 +40,8 @@ class Prior:
         self.tokenizer.save_pretrained(folder / "tokenizer")
         self.scheduler.save_pretrained(folder / "scheduler")
         index = {"_class_name": "Sds3dPixelPrior", "unet": ["diffusers", "UNet2DConditionModel"],
-                 "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "PreTrainedTokenizerFast"],
-                 "scheduler": ["diffusers", "DDIMScheduler"]}
+                 "text_encoder": ["transformers", type(self.text_encoder).__name__],
+                 "tokenizer": ["transformers", "PreTrainedTokenizerFast"], "scheduler": ["diffusers", "DDIMScheduler"]}
         (folder / "model_index.json").write_text(json.dumps(index, indent=2))
 
 
@@ -57,19 +57,40 @@ def build_tokenizer(words=None) -> PreTrainedTokenizerFast:
                                    bos_token="[BOS]", eos_token="[EOS]", model_max_length=MAX_TOKENS)
 
 
-def build_prior(resolution: int = 32, channels=(32, 64, 64), text_width: int = 64) -> Prior:
-    """About 1.7M UNet + 0.07M text-encoder parameters at the defaults.
+def clip_encoder(tokenizer: PreTrainedTokenizerFast, width: int) -> CLIPTextModel:
+    """Two causal layers: a token sees only the words before it, so "sphere" in "... on top of a yellow sphere"
+    can carry "yellow", but "yellow" never learns which object it colours."""
+    return CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=width, intermediate_size=2 * width, num_hidden_layers=2,
+        num_attention_heads=4, max_position_embeddings=MAX_TOKENS, pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+    ))
+
+
+def t5_encoder(tokenizer: PreTrainedTokenizerFast, width: int) -> T5EncoderModel:
+    """Three bidirectional layers with relative positions, as DeepFloyd IF's T5 (used with a padding mask): each
+    word sees its neighbours on both sides, so a colour and its shape can bind into one another's embedding."""
+    return T5EncoderModel(T5Config(
+        vocab_size=len(tokenizer), d_model=width, d_kv=width // 4, d_ff=2 * width, num_layers=3, num_heads=4,
+        relative_attention_num_buckets=16, relative_attention_max_distance=MAX_TOKENS, dropout_rate=0.0,
+        feed_forward_proj="gated-gelu", pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.pad_token_id, use_cache=False,
+    ))
+
+
+TEXT_ENCODERS = {"clip": clip_encoder, "t5": t5_encoder}
+
+
+def build_prior(resolution: int = 32, channels=(32, 64, 64), text_width: int = 64, text_encoder: str = "clip") -> Prior:
+    """About 1.7M UNet + 0.07M (clip) or 0.1M (t5) text-encoder parameters at the defaults.
 
     Camera-conditioned, as MVDream's and Zero-1-to-3's UNets are: ``camera_features`` go through a
     projection class embedding added to the time embedding. Without it the prior cannot know a view's
     distance and field of view, so its score pulls every render towards the average object size of all
     training cameras. The embedding's output layer starts at zero: a new prior starts camera-blind."""
+    if text_encoder not in TEXT_ENCODERS:
+        raise ValueError(f"unknown text encoder {text_encoder!r}; choose one of {', '.join(TEXT_ENCODERS)}")
     tokenizer = build_tokenizer()
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        vocab_size=len(tokenizer), hidden_size=text_width, intermediate_size=2 * text_width, num_hidden_layers=2,
-        num_attention_heads=4, max_position_embeddings=MAX_TOKENS, pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-    ))
     unet = UNet2DConditionModel(
         sample_size=resolution, in_channels=3, out_channels=3, block_out_channels=tuple(channels), layers_per_block=1,
         down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (len(channels) - 1),
@@ -82,4 +103,4 @@ def build_prior(resolution: int = 32, channels=(32, 64, 64), text_width: int = 6
     # Cosine schedule: the linear one leaves too little signal at high t for small pixel-space images.
     scheduler = DDIMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="epsilon",
                               clip_sample=False, set_alpha_to_one=False)
-    return Prior(unet, text_encoder, tokenizer, scheduler)
+    return Prior(unet, TEXT_ENCODERS[text_encoder](tokenizer, text_width), tokenizer, scheduler)

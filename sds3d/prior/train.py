@@ -15,22 +15,27 @@ import torch.nn.functional as F
 from diffusers import UNet2DConditionModel
 from diffusers.training_utils import EMAModel
 from omegaconf import OmegaConf
-from transformers import CLIPTextModel
+from transformers import AutoConfig
 from tqdm import tqdm
 
 from sds3d.atomic import atomic_write
 from sds3d.checkpoint import rng_state, set_rng_state
 from sds3d.config_schema import CameraConfig
+from sds3d.errors import ConfigError
 from sds3d.prior.data import render_dataset
 from sds3d.prior.degrade import degrade_batch
-from sds3d.prior.model import MAX_TOKENS, Prior, build_prior
+from sds3d.prior.model import MAX_TOKENS, TEXT_ENCODERS, Prior, build_prior
 from sds3d.world.scenes import PAIR_PROB
 
 log = logging.getLogger("sds3d")
 
 
-def tokenize(tokenizer, captions):
-    return tokenizer(list(captions), padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt").input_ids
+def encode(prior: Prior, captions) -> torch.Tensor:
+    """The text encoder's hidden states [B, MAX_TOKENS, D], read as the guide reads them (``TextEmbedder``): a T5
+    encoder with the padding mask, a CLIP one without."""
+    tokens = prior.tokenizer(list(captions), padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt")
+    mask = tokens.attention_mask if prior.text_encoder.config.model_type == "t5" else None
+    return prior.text_encoder(tokens.input_ids, attention_mask=mask).last_hidden_state
 
 
 def load_dataset(work_dir: Path, count: int, resolution: int, seed: int, pair_prob: float):
@@ -61,13 +66,19 @@ def export_ema(prior: Prior, modules: nn.ModuleDict, ema: EMAModel, out_dir: Pat
 def warm_start(prior: Prior, folder: Path) -> None:
     """Copies a saved prior's weights into ``prior``, whose tokenizer may know more words and take longer
     prompts: the old token and position embeddings keep their rows, the new rows keep their fresh init.
-    A camera-blind prior's UNet leaves the camera embedding as built (its output layer zero)."""
+    A camera-blind prior's UNet leaves the camera embedding as built (its output layer zero); a text encoder of
+    another kind (CLIP for T5) is not copied: the new one starts fresh and the UNet learns to read it."""
     missing, unexpected = prior.unet.load_state_dict(
         UNet2DConditionModel.from_pretrained(folder / "unet").float().state_dict(), strict=False)
     if unexpected or any(not name.startswith("class_embedding.") for name in missing):
         raise ValueError(f"{folder} is not a prior of this architecture (missing {missing}, unexpected {unexpected})")
+    old_config = AutoConfig.from_pretrained(folder / "text_encoder")
+    if old_config.model_type != prior.text_encoder.config.model_type:
+        log.info("prior: the %s text encoder starts fresh (%s has a %s one)", prior.text_encoder.config.model_type, folder,
+                 old_config.model_type)
+        return
     new_state = prior.text_encoder.state_dict()
-    old_state = CLIPTextModel.from_pretrained(folder / "text_encoder").state_dict()
+    old_state = type(prior.text_encoder).from_pretrained(folder / "text_encoder").state_dict()
     for name, value in old_state.items():
         if new_state[name].shape == value.shape:
             new_state[name] = value
@@ -91,21 +102,28 @@ def train_prior(out_dir: Path, work_dir: Path, steps: int, batch_size: int = 32,
                 dataset_size: int = 12000, resolution: int = 32, seed: int = 0, cond_dropout: float = 0.1,
                 save_every: int = 250, log_every: int = 25, channels=(32, 64, 64), degrade_prob: float = 0.25,
                 camera_dropout: float = 0.1, pair_prob: float = PAIR_PROB, init: Path = None,
-                lr_schedule: str = "constant") -> Path:
+                lr_schedule: str = "constant", text_encoder: str = "clip") -> Path:
     """``lr_schedule``: ``constant``, or ``cosine`` (decays to 0 at ``steps``);
     ``degrade_prob``: chance that a training image is degraded and captioned so (``degrade.py``);
     ``pair_prob``: share of the rendered scenes that are pairs;
     ``camera_dropout``: chance that its camera is given as unknown (for callers without cameras);
-    ``init``: a saved prior folder to start from (ignored when the work folder holds a checkpoint)."""
+    ``init``: a saved prior folder to start from (ignored when the work folder holds a checkpoint);
+    ``text_encoder``: ``clip`` or ``t5`` (``model.TEXT_ENCODERS``), kept by the checkpoint: a resume must name the same."""
     if lr_schedule not in LR_SCHEDULES:
-        raise ValueError(f"unknown learning-rate schedule {lr_schedule!r}; choose one of {', '.join(LR_SCHEDULES)}")
+        raise ConfigError(f"unknown learning-rate schedule {lr_schedule!r}; choose one of {', '.join(LR_SCHEDULES)}")
+    if text_encoder not in TEXT_ENCODERS:
+        raise ConfigError(f"unknown text encoder {text_encoder!r}; choose one of {', '.join(TEXT_ENCODERS)}")
     out_dir, work_dir = Path(out_dir), Path(work_dir)
+    ckpt_path = work_dir / "ckpt.pt"
+    state = torch.load(ckpt_path, weights_only=False) if ckpt_path.is_file() else None
+    if state is not None and state.get("text_encoder", "clip") != text_encoder:
+        raise ConfigError(f"the checkpoint in {work_dir} has a {state.get('text_encoder', 'clip')} text encoder, not {text_encoder}",
+                          hint=f"resume with --text-encoder {state.get('text_encoder', 'clip')}, or give another --work folder")
     work_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     images, captions, cameras = load_dataset(work_dir, dataset_size, resolution, seed, pair_prob)
-    prior = build_prior(resolution, channels)
-    ckpt_path = work_dir / "ckpt.pt"
-    if init is not None and not ckpt_path.is_file():
+    prior = build_prior(resolution, channels, text_encoder=text_encoder)
+    if init is not None and state is None:
         warm_start(prior, Path(init))
         log.info("prior: starting from %s", init)
     modules = nn.ModuleDict({"unet": prior.unet, "text_encoder": prior.text_encoder})
@@ -113,8 +131,7 @@ def train_prior(out_dir: Path, work_dir: Path, steps: int, batch_size: int = 32,
     ema = EMAModel(modules.parameters(), decay=0.999, use_ema_warmup=True, power=0.75)
     alphas = prior.scheduler.alphas_cumprod
     start = 0
-    if ckpt_path.is_file():
-        state = torch.load(ckpt_path, weights_only=False)
+    if state is not None:
         modules.load_state_dict(state["modules"])
         optimizer.load_state_dict(state["optimizer"])
         ema.load_state_dict(state["ema"])
@@ -136,7 +153,7 @@ def train_prior(out_dir: Path, work_dir: Path, steps: int, batch_size: int = 32,
         noise = torch.randn_like(x)
         a = alphas[t].view(-1, 1, 1, 1)
         x_t = a.sqrt() * x + (1 - a).sqrt() * noise
-        embeddings = prior.text_encoder(tokenize(prior.tokenizer, text)).last_hidden_state
+        embeddings = encode(prior, text)
         loss = F.mse_loss(prior.unet(x_t, t, encoder_hidden_states=embeddings, class_labels=cameras[idx] * known).sample, noise)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -151,7 +168,8 @@ def train_prior(out_dir: Path, work_dir: Path, steps: int, batch_size: int = 32,
         if done % save_every == 0 or done == steps:
             with atomic_write(ckpt_path) as tmp:
                 torch.save({"modules": modules.state_dict(), "optimizer": optimizer.state_dict(),
-                            "ema": ema.state_dict(), "rng": rng_state(), "step": done}, tmp)
+                            "ema": ema.state_dict(), "rng": rng_state(), "step": done,
+                        "text_encoder": text_encoder}, tmp)
             export_ema(prior, modules, ema, out_dir)
     metrics.close()
     return out_dir
