@@ -253,6 +253,11 @@ def test_a_t5_prior_trains_from_a_clip_one_and_the_guide_reads_its_text_as_train
     torch.testing.assert_close(guide.embed(captions), trained)
     # Bidirectional: the word "yellow" (token 8) reads the shape after it, which a causal encoder cannot.
     assert not torch.allclose(trained[0, 8], trained[1, 8])
+    # The relative-position bias starts as ALiBi's: head h, d words away (T5's exact buckets 0-3 each side): -d / 4^(h+1).
+    bias = build_prior(text_encoder="t5").text_encoder.encoder.block[0].layer[0].SelfAttention.relative_attention_bias.weight
+    expected = -torch.tensor([0.0, 1.0, 2.0, 3.0])[:, None] / 4.0 ** torch.arange(1, 5)[None]
+    torch.testing.assert_close(bias[:4].detach(), expected)
+    torch.testing.assert_close(bias[8:12].detach(), expected)
     with pytest.raises(ConfigError, match="has a t5 text encoder, not clip"):
         train_prior(out_dir, work_dir, steps=3, **kwargs)
     with pytest.raises(ConfigError, match="unknown text encoder 'bert'"):

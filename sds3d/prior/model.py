@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 import torch.nn as nn
 from diffusers import DDIMScheduler, UNet2DConditionModel
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
@@ -69,13 +70,28 @@ def clip_encoder(tokenizer: PreTrainedTokenizerFast, width: int) -> CLIPTextMode
 
 def t5_encoder(tokenizer: PreTrainedTokenizerFast, width: int) -> T5EncoderModel:
     """Three bidirectional layers with relative positions, as DeepFloyd IF's T5 (used with a padding mask): each
-    word sees its neighbours on both sides, so a colour and its shape can bind into one another's embedding."""
-    return T5EncoderModel(T5Config(
+    word sees its neighbours on both sides, so a colour and its shape can bind into one another's embedding.
+
+    The relative-position bias starts as ALiBi's distance penalty (Press et al., head h: -4^-(h+1) per word of
+    distance) instead of T5's near-zero init: with near-zero biases and query weights the attention is close to
+    uniform, which is blind to word order, and a run from that init still encoded the shapes of "a green cube on
+    top of a yellow sphere" and of the same with the colours swapped alike after 2000 steps (cosine 1.00)."""
+    encoder = T5EncoderModel(T5Config(
         vocab_size=len(tokenizer), d_model=width, d_kv=width // 4, d_ff=2 * width, num_layers=3, num_heads=4,
         relative_attention_num_buckets=16, relative_attention_max_distance=MAX_TOKENS, dropout_rate=0.0,
         feed_forward_proj="gated-gelu", pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
         decoder_start_token_id=tokenizer.pad_token_id, use_cache=False,
     ))
+    attention = encoder.encoder.block[0].layer[0].SelfAttention  # the one relative-position bias every layer shares
+    relative = torch.arange(-MAX_TOKENS, MAX_TOKENS + 1)
+    buckets = attention._relative_position_bucket(relative, bidirectional=True, num_buckets=attention.relative_attention_num_buckets,
+                                                  max_distance=attention.relative_attention_max_distance)
+    distance = torch.stack([relative[buckets == k].abs().float().mean().nan_to_num()  # an empty bucket: 0
+                            for k in range(attention.relative_attention_num_buckets)])
+    slopes = 2.0 ** (-2.0 * torch.arange(1, attention.n_heads + 1))
+    with torch.no_grad():
+        attention.relative_attention_bias.weight.copy_(-distance[:, None] * slopes[None])
+    return encoder
 
 
 TEXT_ENCODERS = {"clip": clip_encoder, "t5": t5_encoder}
