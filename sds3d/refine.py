@@ -19,7 +19,6 @@ from omegaconf import DictConfig, OmegaConf
 from sds3d.checkpoint import load_checkpoint, read_checkpoint
 from sds3d.config import schedule
 from sds3d.device import pick_device
-from sds3d.export import decimate
 from sds3d.export.asset import mesh_asset, nerf_surface, write_asset
 from sds3d.render.background import Background
 from sds3d.render.raster import MeshRenderer
@@ -43,7 +42,7 @@ def starting_surface(nerf_scene: nn.ModuleDict, cfg, resolution: int) -> MeshSce
     """The NeRF field's surface (marching cubes at ``resolution``, decimated to export.max_faces) and albedo
     as a mesh scene, on the CPU: at export.resolution, the asset a NeRF run exports, before baking."""
     field = nerf_scene["field"]
-    return mesh_asset(decimate(nerf_surface(field, cfg.scene.radius, cfg.cameras, cfg.export, resolution), cfg.export.max_faces), field)
+    return mesh_asset(nerf_surface(field, cfg.scene.radius, cfg.cameras, cfg.export, resolution), field)
 
 
 def mesh_stage(cfg, surface: MeshScene, background: Background) -> Stage:

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from sds3d.cameras import orbit_cameras
-from sds3d.export import decimate, write_image, write_video
+from sds3d.export import write_image, write_video
 from sds3d.export.asset import mesh_asset, nerf_surface, write_asset
 from sds3d.render.raster import MeshRenderer
 from sds3d.timing import PartTimer
@@ -56,7 +56,7 @@ def export_meshes(scene, cfg, run_dir: Path, video: bool = False, timer: Optiona
     field = scene["field"]
     device = next(field.parameters()).device
     with timer("mesh"):
-        surface = decimate(nerf_surface(field, cfg.scene.radius, cfg.cameras, cfg.export, cfg.export.resolution), cfg.export.max_faces)
+        surface = nerf_surface(field, cfg.scene.radius, cfg.cameras, cfg.export, cfg.export.resolution)
         paths = write_asset(surface, lambda points: field(points.to(device))[1], cfg.export, run_dir)
     if video:
         with timer("video"):

@@ -48,15 +48,16 @@ def render_threshold(grid: torch.Tensor, radius: float, cameras_cfg, views: int 
 
 def nerf_surface(field, radius: float, cameras_cfg, export_cfg, resolution: int):
     """The NeRF field's surface by marching cubes over the box of half-size ``radius``, in the scene frame, with
-    vertex colours from its albedo; at export.threshold, or when that is null at the level whose outline matches
-    renders of the sampled grid from the eval cameras of ``cameras_cfg``."""
+    vertex colours from its albedo, decimated to export.max_faces; at export.threshold, or when that is null at the
+    level whose outline matches renders of the sampled grid from the eval cameras of ``cameras_cfg``."""
     device = next(field.parameters()).device
     with torch.no_grad():
         grid = sample_grid(field.density, radius, resolution, device=device)
         threshold = export_cfg.threshold
         if threshold is None:
             threshold = render_threshold(grid, radius, cameras_cfg, samples=export_cfg.level_samples)
-        return mesh_grid(grid, threshold, lambda points: field(points)[1], radius, export_cfg.min_component_fraction, device)
+        surface = mesh_grid(grid, threshold, lambda points: field(points)[1], radius, export_cfg.min_component_fraction, device)
+    return decimate(surface, export_cfg.max_faces)
 
 
 def write_asset(mesh, albedo_fn, export_cfg, run_dir: Path) -> List[Path]:

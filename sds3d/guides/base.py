@@ -47,6 +47,12 @@ class Guide(Protocol):
         ``image_adapter`` also takes ``images`` [C, B, D], the image embedding each row sees (zeros: none)."""
 
 
+def padding_mask(config, tokens) -> Optional[torch.Tensor]:
+    """The attention mask a text encoder of ``config`` reads ``tokens`` with: T5 (DeepFloyd IF, a T5 prior) is
+    trained with the padding mask; CLIP encoders are used without one, as in diffusers."""
+    return tokens.attention_mask if config.model_type == "t5" else None
+
+
 def locate_model(model: str) -> str:
     """A local folder's absolute path, or the hub id unchanged; a path that does not exist is an error."""
     path = Path(model).expanduser()
@@ -169,11 +175,9 @@ class TextEmbedder:
             if len(ids) > length:
                 log.warning("the prompt '%s' is %d tokens, more than the text encoder's %d: the rest is cut off",
                             prompt, len(ids), length)
-        tokens = tokenizer(prompts, padding="max_length", max_length=length, truncation=True, return_tensors="pt")
-        # T5 (DeepFloyd IF) is trained with a padding mask; CLIP encoders are used without one, as in diffusers.
-        mask = tokens.attention_mask.to(self.device) if config.model_type == "t5" else None
+        tokens = tokenizer(prompts, padding="max_length", max_length=length, truncation=True, return_tensors="pt").to(self.device)
         with torch.no_grad():
-            hidden = encoder(tokens.input_ids.to(self.device), attention_mask=mask)[0].float().cpu()
+            hidden = encoder(tokens.input_ids, attention_mask=padding_mask(config, tokens))[0].float().cpu()
         del encoder
         gc.collect()
         if self.device.type == "cuda":

@@ -22,6 +22,7 @@ from sds3d.atomic import atomic_write
 from sds3d.checkpoint import rng_state, set_rng_state
 from sds3d.config_schema import CameraConfig
 from sds3d.errors import ConfigError
+from sds3d.guides.base import padding_mask
 from sds3d.prior.data import render_dataset
 from sds3d.prior.degrade import degrade_batch
 from sds3d.prior.model import MAX_TOKENS, TEXT_ENCODERS, Prior, build_prior
@@ -31,11 +32,9 @@ log = logging.getLogger("sds3d")
 
 
 def encode(prior: Prior, captions) -> torch.Tensor:
-    """The text encoder's hidden states [B, MAX_TOKENS, D], read as the guide reads them (``TextEmbedder``): a T5
-    encoder with the padding mask, a CLIP one without."""
+    """The text encoder's hidden states [B, MAX_TOKENS, D], read as the guide reads them (``TextEmbedder``)."""
     tokens = prior.tokenizer(list(captions), padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt")
-    mask = tokens.attention_mask if prior.text_encoder.config.model_type == "t5" else None
-    return prior.text_encoder(tokens.input_ids, attention_mask=mask).last_hidden_state
+    return prior.text_encoder(tokens.input_ids, attention_mask=padding_mask(prior.text_encoder.config, tokens)).last_hidden_state
 
 
 def load_dataset(work_dir: Path, count: int, resolution: int, seed: int, pair_prob: float):
