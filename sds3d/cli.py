@@ -322,13 +322,16 @@ def prior_train(
     init: Optional[Path] = typer.Option(None, help="A prior folder to start from (e.g. the bundled one); ignored on resume."),
     text_encoder: str = typer.Option("clip", help="clip (causal, the bundled prior's) or t5 (bidirectional); from --init, "
                                                   "another kind than its own starts fresh."),
+    grounding: float = typer.Option(0.0, min=0.0, help="Weight of the loss that keeps each object's colour and shape words' "
+                                                        "cross-attention on that object's pixels (binds a pair's colours)."),
 ):
     """Train the prior on world renders; resumable (rerun the same command)."""
     from sds3d.prior.train import train_prior
 
     out_dir = train_prior(out, work, steps, batch_size=batch_size, lr=lr, dataset_size=dataset_size, seed=seed,
                           degrade_prob=degrade_prob, camera_dropout=camera_dropout, pair_prob=pair_prob,
-                          init=init, lr_schedule=lr_schedule, text_encoder=text_encoder)
+                          init=init, lr_schedule=lr_schedule, text_encoder=text_encoder,
+                          grounding=grounding)
     typer.echo(f"wrote {out_dir}")
 
 

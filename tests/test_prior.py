@@ -53,9 +53,9 @@ def test_tokenizer_one_token_per_world_word_and_unk_otherwise():
 
 
 def test_render_dataset_is_deterministic_by_seed(cameras_cfg):
-    images, captions, _ = render_dataset(6, 8, cameras_cfg, seed=1)
-    again, captions_again, _ = render_dataset(6, 8, cameras_cfg, seed=1)
-    other, other_captions, _ = render_dataset(6, 8, cameras_cfg, seed=2)
+    images, captions, *_ = render_dataset(6, 8, cameras_cfg, seed=1)
+    again, captions_again, *_ = render_dataset(6, 8, cameras_cfg, seed=1)
+    other, other_captions, *_ = render_dataset(6, 8, cameras_cfg, seed=2)
     assert images.shape == (6, 3, 8, 8) and images.dtype == torch.uint8
     assert torch.equal(images, again) and captions == captions_again
     assert not torch.equal(images, other) and captions != other_captions
@@ -63,31 +63,33 @@ def test_render_dataset_is_deterministic_by_seed(cameras_cfg):
 
 def test_render_dataset_captions_and_cameras_describe_the_rendered_scenes(cameras_cfg):
     seed, n, resolution = 5, 8, 16
-    images, captions, features = render_dataset(n, resolution, cameras_cfg, seed=seed, view_suffix_prob=1.0)
+    images, captions, features, object_ids = render_dataset(n, resolution, cameras_cfg, seed=seed, view_suffix_prob=1.0, pair_prob=0.5)
     scenes = [parse_caption(c) for c in captions]
     with torch.random.fork_rng():  # the cameras render_dataset drew: torch's RNG seeded with ``seed``
         torch.manual_seed(seed)
         cameras = sample_cameras(cameras_cfg, resolution, resolution, batch_size=n)
-    expected = (render_scenes(scenes, cameras).rgb.clamp(0, 1) * 255).round().byte().permute(0, 3, 1, 2)
-    assert torch.equal(images, expected)
+    truth = render_scenes(scenes, cameras)
+    assert torch.equal(images, (truth.rgb.clamp(0, 1) * 255).round().byte().permute(0, 3, 1, 2))
+    assert object_ids.dtype == torch.int8 and torch.equal(object_ids.long(), truth.object_ids)
+    assert any(s.relation for s in scenes) and (object_ids == 1).any()
     labels = view_labels(cameras.elevation, cameras.azimuth)
     assert [c.split(", ")[1] for c in captions] == [f"{v} view" for v in labels]
     torch.testing.assert_close(features, camera_features(cameras))
 
 
 def test_render_dataset_view_suffix_rate(cameras_cfg):
-    _, captions, _ = render_dataset(200, 4, cameras_cfg, seed=0, view_suffix_prob=0.8)
+    _, captions, *_ = render_dataset(200, 4, cameras_cfg, seed=0, view_suffix_prob=0.8)
     suffixed = sum(c.endswith(" view") for c in captions)
     assert 0.68 * 200 < suffixed < 0.92 * 200
     for caption in captions:
         parse_caption(caption)
-    _, plain, _ = render_dataset(20, 4, cameras_cfg, seed=0, view_suffix_prob=0.0)
+    _, plain, *_ = render_dataset(20, 4, cameras_cfg, seed=0, view_suffix_prob=0.0)
     assert not any("," in c for c in plain)
 
 
 def test_render_dataset_pair_prob_sets_the_share_of_pairs(cameras_cfg):
     def pairs(prob):
-        _, captions, _ = render_dataset(60, 4, cameras_cfg, seed=0, pair_prob=prob)
+        _, captions, *_ = render_dataset(60, 4, cameras_cfg, seed=0, pair_prob=prob)
         return sum(parse_caption(c).relation is not None for c in captions)
 
     assert pairs(0.0) == 0 and pairs(1.0) == 60

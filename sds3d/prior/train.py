@@ -25,6 +25,7 @@ from sds3d.errors import ConfigError
 from sds3d.guides.base import padding_mask
 from sds3d.prior.data import render_dataset
 from sds3d.prior.degrade import degrade_batch
+from sds3d.prior.grounding import grounding_loss, object_masks, object_token_matrix, record_cross_attention
 from sds3d.prior.model import MAX_TOKENS, TEXT_ENCODERS, Prior, build_prior
 from sds3d.world.scenes import PAIR_PROB
 
@@ -39,15 +40,15 @@ def encode(prior: Prior, captions) -> torch.Tensor:
 
 def load_dataset(work_dir: Path, count: int, resolution: int, seed: int, pair_prob: float):
     """Rendered once and cached in the work folder (the renders, not the model, are the slow part to redo)."""
-    path = work_dir / f"dataset-{count}-{resolution}-{seed}-pairs{pair_prob:g}-cameras.pt"
+    path = work_dir / f"dataset-{count}-{resolution}-{seed}-pairs{pair_prob:g}-objects.pt"
     if path.is_file():
         data = torch.load(path, weights_only=False)
-        return data["images"], data["captions"], data["cameras"]
+        return data["images"], data["captions"], data["cameras"], data["object_ids"]
     cameras = OmegaConf.structured(CameraConfig)  # a default run's cameras: the images show what runs render
-    images, captions, features = render_dataset(count, resolution, cameras, seed, pair_prob=pair_prob)
+    images, captions, features, object_ids = render_dataset(count, resolution, cameras, seed, pair_prob=pair_prob)
     with atomic_write(path) as tmp:
-        torch.save({"images": images, "captions": captions, "cameras": features}, tmp)
-    return images, captions, features
+        torch.save({"images": images, "captions": captions, "cameras": features, "object_ids": object_ids}, tmp)
+    return images, captions, features, object_ids
 
 
 def export_ema(prior: Prior, modules: nn.ModuleDict, ema: EMAModel, out_dir: Path) -> None:
@@ -101,13 +102,14 @@ def train_prior(out_dir: Path, work_dir: Path, steps: int, batch_size: int = 32,
                 dataset_size: int = 12000, resolution: int = 32, seed: int = 0, cond_dropout: float = 0.1,
                 save_every: int = 250, log_every: int = 25, channels=(32, 64, 64), degrade_prob: float = 0.25,
                 camera_dropout: float = 0.1, pair_prob: float = PAIR_PROB, init: Path = None,
-                lr_schedule: str = "constant", text_encoder: str = "clip") -> Path:
+                lr_schedule: str = "constant", text_encoder: str = "clip", grounding: float = 0.0) -> Path:
     """``lr_schedule``: ``constant``, or ``cosine`` (decays to 0 at ``steps``);
     ``degrade_prob``: chance that a training image is degraded and captioned so (``degrade.py``);
     ``pair_prob``: share of the rendered scenes that are pairs;
     ``camera_dropout``: chance that its camera is given as unknown (for callers without cameras);
     ``init``: a saved prior folder to start from (ignored when the work folder holds a checkpoint);
-    ``text_encoder``: ``clip`` or ``t5`` (``model.TEXT_ENCODERS``), kept by the checkpoint: a resume must name the same."""
+    ``text_encoder``: ``clip`` or ``t5`` (``model.TEXT_ENCODERS``), kept by the checkpoint: a resume must name the same;
+    ``grounding``: weight of the grounding loss (``grounding.py``) on the undegraded captioned images, 0 for none."""
     if lr_schedule not in LR_SCHEDULES:
         raise ConfigError(f"unknown learning-rate schedule {lr_schedule!r}; choose one of {', '.join(LR_SCHEDULES)}")
     if text_encoder not in TEXT_ENCODERS:
@@ -120,8 +122,9 @@ def train_prior(out_dir: Path, work_dir: Path, steps: int, batch_size: int = 32,
                           hint=f"resume with --text-encoder {state.get('text_encoder', 'clip')}, or give another --work folder")
     work_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    images, captions, cameras = load_dataset(work_dir, dataset_size, resolution, seed, pair_prob)
+    images, captions, cameras, object_ids = load_dataset(work_dir, dataset_size, resolution, seed, pair_prob)
     prior = build_prior(resolution, channels, text_encoder=text_encoder)
+    recorder = record_cross_attention(prior.unet) if grounding > 0 else None
     if init is not None and state is None:
         warm_start(prior, Path(init))
         log.info("prior: starting from %s", init)
@@ -153,7 +156,15 @@ def train_prior(out_dir: Path, work_dir: Path, steps: int, batch_size: int = 32,
         a = alphas[t].view(-1, 1, 1, 1)
         x_t = a.sqrt() * x + (1 - a).sqrt() * noise
         embeddings = encode(prior, text)
-        loss = F.mse_loss(prior.unet(x_t, t, encoder_hidden_states=embeddings, class_labels=cameras[idx] * known).sample, noise)
+        denoising = F.mse_loss(prior.unet(x_t, t, encoder_hidden_states=embeddings, class_labels=cameras[idx] * known).sample, noise)
+        logged = {"loss": denoising.item()}
+        loss = denoising
+        if recorder is not None:  # only the images as rendered and captioned: a degradation may move the objects
+            as_rendered = [caption == captions[i] for caption, i in zip(text, idx.tolist())]
+            binding = grounding_loss(recorder.maps, object_token_matrix(prior.tokenizer, text, as_rendered), object_masks(object_ids[idx]))
+            recorder.maps.clear()  # the loss holds what backward needs; a saved copy of the UNet must not hold graphs
+            logged["grounding"] = binding.item()
+            loss = denoising + grounding * binding
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(modules.parameters(), 1.0)
@@ -162,7 +173,7 @@ def train_prior(out_dir: Path, work_dir: Path, steps: int, batch_size: int = 32,
         done = step + 1
         if done % log_every == 0:
             rate = (done - start) / (time.perf_counter() - began)
-            metrics.write(json.dumps({"step": done, "loss": loss.item(), "steps_per_s": rate}) + "\n")
+            metrics.write(json.dumps({"step": done, **logged, "steps_per_s": rate}) + "\n")
             metrics.flush()
         if done % save_every == 0 or done == steps:
             with atomic_write(ckpt_path) as tmp:
