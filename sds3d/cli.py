@@ -324,6 +324,8 @@ def prior_train(
                                                   "another kind than its own starts fresh."),
     grounding: float = typer.Option(0.0, min=0.0, help="Weight of the loss that keeps each object's colour and shape words' "
                                                         "cross-attention on that object's pixels (binds a pair's colours)."),
+    pixel_grounding: float = typer.Option(0.0, min=0.0, help="Weight of the loss that has each object's pixels attend to "
+                                                              "that object's colour and shape words."),
 ):
     """Train the prior on world renders; resumable (rerun the same command)."""
     from sds3d.prior.train import train_prior
@@ -331,7 +333,7 @@ def prior_train(
     out_dir = train_prior(out, work, steps, batch_size=batch_size, lr=lr, dataset_size=dataset_size, seed=seed,
                           degrade_prob=degrade_prob, camera_dropout=camera_dropout, pair_prob=pair_prob,
                           init=init, lr_schedule=lr_schedule, text_encoder=text_encoder,
-                          grounding=grounding)
+                          grounding=grounding, pixel_grounding=pixel_grounding)
     typer.echo(f"wrote {out_dir}")
 
 

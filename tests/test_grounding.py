@@ -9,7 +9,8 @@ from diffusers.models.attention_processor import AttnProcessor2_0
 
 from sds3d.cameras import CAMERA_FEATURES
 from sds3d.guides.pixel import PixelGuide
-from sds3d.prior.grounding import grounding_loss, object_masks, object_token_matrix, record_cross_attention
+from sds3d.prior.grounding import (grounding_loss, object_masks, object_token_matrix, pixel_grounding_loss,
+                                   record_cross_attention)
 from sds3d.prior.model import build_prior, build_tokenizer
 from sds3d.prior.train import encode, train_prior
 
@@ -39,6 +40,23 @@ def test_grounding_loss_is_the_squared_share_of_attention_off_the_object():
     coarse[0, 0, 0] = coarse[0, 3, 1] = 1.0
     assert grounding_loss([coarse, attention], tokens, masks) == 0.0
     assert grounding_loss([uniform], torch.zeros(1, 3, 2), masks) == 0.0
+
+
+def test_pixel_grounding_loss_is_the_squared_share_of_each_object_pixels_attention_off_its_words():
+    masks = torch.zeros(1, 2, 4, 4)
+    masks[0, 0, :2, :2] = 1.0
+    masks[0, 1, 2:, 2:] = 1.0
+    tokens = torch.zeros(1, 3, 2)
+    tokens[0, 0, 0] = tokens[0, 1, 1] = 1.0
+    uniform = torch.full((1, 16, 3), 1.0 / 3.0)
+    assert pixel_grounding_loss([uniform], tokens, masks).item() == pytest.approx((1 - 1 / 3) ** 2)
+    # object 0's pixels all on its word, object 1's half on its own and half on token 2: only object 1's pixels pay
+    attention = torch.zeros(1, 16, 3)
+    attention[0, :, 0] = masks[0, 0].flatten()
+    attention[0, :, 1] = attention[0, :, 2] = 0.5 * masks[0, 1].flatten()
+    assert pixel_grounding_loss([attention], tokens, masks).item() == pytest.approx(0.5 * 0.5 ** 2)
+    # an object whose caption names none of its words (not grounded) is left out
+    assert pixel_grounding_loss([attention], tokens * torch.tensor([1.0, 0.0]), masks) == 0.0
 
 
 def test_object_masks_are_one_hot_by_object_index():
@@ -79,7 +97,7 @@ def test_descending_the_grounding_loss_moves_the_words_attention_onto_their_obje
     losses = []
     for _ in range(15):
         prior.unet(x_t, t, encoder_hidden_states=encode(prior, captions), class_labels=torch.zeros(2, CAMERA_FEATURES))
-        loss = grounding_loss(recorder.maps, tokens, masks)
+        loss = grounding_loss(recorder.maps, tokens, masks) + pixel_grounding_loss(recorder.maps, tokens, masks)
         recorder.maps.clear()
         optimizer.zero_grad()
         loss.backward()
@@ -91,9 +109,9 @@ def test_descending_the_grounding_loss_moves_the_words_attention_onto_their_obje
 def test_a_prior_trained_with_grounding_logs_it_and_loads_as_a_plain_guide(tmp_path):
     out_dir, work_dir = tmp_path / "prior", tmp_path / "work"
     train_prior(out_dir, work_dir, steps=2, batch_size=4, dataset_size=16, resolution=16, channels=(8, 16), log_every=1,
-                pair_prob=1.0, degrade_prob=0.0, cond_dropout=0.0, grounding=0.01)
+                pair_prob=1.0, degrade_prob=0.0, cond_dropout=0.0, grounding=0.01, pixel_grounding=0.01)
     logged = [json.loads(line) for line in (work_dir / "metrics.jsonl").read_text().splitlines()]
-    assert [row["step"] for row in logged] == [1, 2] and all(0.0 < row["grounding"] <= 1.0 for row in logged)
+    assert [row["step"] for row in logged] == [1, 2] and all(0.0 < row[key] <= 1.0 for row in logged for key in ("grounding", "pixel_grounding"))
     guide = PixelGuide.from_pretrained(str(out_dir), torch.device("cpu"), "fp32", cache_dir=str(tmp_path / "cache"))
     eps = guide.predict_noise(torch.randn(1, 3, 16, 16), torch.tensor([500]), guide.embed(["a red cube"])[:, None])
     assert torch.isfinite(eps).all()

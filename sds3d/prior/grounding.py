@@ -1,6 +1,8 @@
-"""A grounding loss for training the prior: the cross-attention of each object's colour and shape words is
-pulled onto that object's pixels (TokenCompose's token loss, Wang et al. 2024), so a pair's colours bind to
-their objects instead of bleeding into each other.
+"""Grounding losses for training the prior (TokenCompose's token and pixel losses, Wang et al. 2024, in the
+forms below), so a pair's colours bind to their objects instead of bleeding into each other: each object's
+colour and shape words attend to that object's pixels (``grounding_loss``), and that object's pixels attend
+to those words (``pixel_grounding_loss``) rather than taking their colour from words that carry the whole
+caption (the end token).
 
 The UNet stays a plain diffusers UNet: the loss only changes what its cross-attention learns, so the prior
 loads and guides as before."""
@@ -78,4 +80,19 @@ def grounding_loss(maps: Sequence[torch.Tensor], token_objects: torch.Tensor, ma
         token_region = token_objects @ region  # [B, T, h*w]
         inside = (attention.transpose(1, 2) * token_region).sum(-1) / attention.sum(1).clamp(min=1e-8)  # [B, T]
         losses.append(((1.0 - inside) ** 2)[grounded].mean())
+    return torch.stack(losses).mean()
+
+
+def pixel_grounding_loss(maps: Sequence[torch.Tensor], token_objects: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Mean over the maps and the grounded objects' pixels of (1 - the share of the pixel's attention on its own
+    object's words)^2; arguments as ``grounding_loss``. Zero when no object is grounded."""
+    grounded = (token_objects.sum(1) > 0).float()[..., None]  # [B, K, 1]
+    if not grounded.any():
+        return masks.new_zeros(())
+    losses = []
+    for attention in maps:
+        side = int(round(attention.shape[1] ** 0.5))
+        region = F.adaptive_avg_pool2d(masks, side).flatten(2) * grounded  # [B, K, h*w]
+        own = (attention @ token_objects).transpose(1, 2)  # [B, K, h*w]: each pixel's attention on object k's words
+        losses.append((region * (1.0 - own) ** 2).sum() / region.sum().clamp(min=1e-8))
     return torch.stack(losses).mean()

@@ -25,7 +25,8 @@ from sds3d.errors import ConfigError
 from sds3d.guides.base import padding_mask
 from sds3d.prior.data import render_dataset
 from sds3d.prior.degrade import degrade_batch
-from sds3d.prior.grounding import grounding_loss, object_masks, object_token_matrix, record_cross_attention
+from sds3d.prior.grounding import (grounding_loss, object_masks, object_token_matrix, pixel_grounding_loss,
+                                   record_cross_attention)
 from sds3d.prior.model import MAX_TOKENS, TEXT_ENCODERS, Prior, build_prior
 from sds3d.world.scenes import PAIR_PROB
 
@@ -102,14 +103,16 @@ def train_prior(out_dir: Path, work_dir: Path, steps: int, batch_size: int = 32,
                 dataset_size: int = 12000, resolution: int = 32, seed: int = 0, cond_dropout: float = 0.1,
                 save_every: int = 250, log_every: int = 25, channels=(32, 64, 64), degrade_prob: float = 0.25,
                 camera_dropout: float = 0.1, pair_prob: float = PAIR_PROB, init: Path = None,
-                lr_schedule: str = "constant", text_encoder: str = "clip", grounding: float = 0.0) -> Path:
+                lr_schedule: str = "constant", text_encoder: str = "clip", grounding: float = 0.0,
+                pixel_grounding: float = 0.0) -> Path:
     """``lr_schedule``: ``constant``, or ``cosine`` (decays to 0 at ``steps``);
     ``degrade_prob``: chance that a training image is degraded and captioned so (``degrade.py``);
     ``pair_prob``: share of the rendered scenes that are pairs;
     ``camera_dropout``: chance that its camera is given as unknown (for callers without cameras);
     ``init``: a saved prior folder to start from (ignored when the work folder holds a checkpoint);
     ``text_encoder``: ``clip`` or ``t5`` (``model.TEXT_ENCODERS``), kept by the checkpoint: a resume must name the same;
-    ``grounding``: weight of the grounding loss (``grounding.py``) on the undegraded captioned images, 0 for none."""
+    ``grounding``, ``pixel_grounding``: weights of the grounding losses (``grounding.py``) on the undegraded captioned
+    images, 0 for none."""
     if lr_schedule not in LR_SCHEDULES:
         raise ConfigError(f"unknown learning-rate schedule {lr_schedule!r}; choose one of {', '.join(LR_SCHEDULES)}")
     if text_encoder not in TEXT_ENCODERS:
@@ -124,7 +127,7 @@ def train_prior(out_dir: Path, work_dir: Path, steps: int, batch_size: int = 32,
     torch.manual_seed(seed)
     images, captions, cameras, object_ids = load_dataset(work_dir, dataset_size, resolution, seed, pair_prob)
     prior = build_prior(resolution, channels, text_encoder=text_encoder)
-    recorder = record_cross_attention(prior.unet) if grounding > 0 else None
+    recorder = record_cross_attention(prior.unet) if grounding > 0 or pixel_grounding > 0 else None
     if init is not None and state is None:
         warm_start(prior, Path(init))
         log.info("prior: starting from %s", init)
@@ -161,10 +164,12 @@ def train_prior(out_dir: Path, work_dir: Path, steps: int, batch_size: int = 32,
         loss = denoising
         if recorder is not None:  # only the images as rendered and captioned: a degradation may move the objects
             as_rendered = [caption == captions[i] for caption, i in zip(text, idx.tolist())]
-            binding = grounding_loss(recorder.maps, object_token_matrix(prior.tokenizer, text, as_rendered), object_masks(object_ids[idx]))
-            recorder.maps.clear()  # the loss holds what backward needs; a saved copy of the UNet must not hold graphs
-            logged["grounding"] = binding.item()
-            loss = denoising + grounding * binding
+            tokens, masks = object_token_matrix(prior.tokenizer, text, as_rendered), object_masks(object_ids[idx])
+            words_on_objects = grounding_loss(recorder.maps, tokens, masks)
+            pixels_on_words = pixel_grounding_loss(recorder.maps, tokens, masks)
+            recorder.maps.clear()  # the losses hold what backward needs; a saved copy of the UNet must not hold graphs
+            logged.update(grounding=words_on_objects.item(), pixel_grounding=pixels_on_words.item())
+            loss = denoising + grounding * words_on_objects + pixel_grounding * pixels_on_words
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(modules.parameters(), 1.0)
