@@ -111,7 +111,8 @@ def test_a_prior_trained_with_grounding_logs_it_and_loads_as_a_plain_guide(tmp_p
     train_prior(out_dir, work_dir, steps=2, batch_size=4, dataset_size=16, resolution=16, channels=(8, 16), log_every=1,
                 pair_prob=1.0, degrade_prob=0.0, cond_dropout=0.0, grounding=0.01, pixel_grounding=0.01)
     logged = [json.loads(line) for line in (work_dir / "metrics.jsonl").read_text().splitlines()]
-    assert [row["step"] for row in logged] == [1, 2] and all(0.0 < row[key] <= 1.0 for row in logged for key in ("grounding", "pixel_grounding"))
+    assert [row["step"] for row in logged] == [1, 2]
+    assert all(0.0 < row[key] <= 1.0 for row in logged for key in ("grounding", "pixel_grounding"))
     guide = PixelGuide.from_pretrained(str(out_dir), torch.device("cpu"), "fp32", cache_dir=str(tmp_path / "cache"))
     eps = guide.predict_noise(torch.randn(1, 3, 16, 16), torch.tensor([500]), guide.embed(["a red cube"])[:, None])
     assert torch.isfinite(eps).all()
