@@ -81,6 +81,16 @@ def test_the_recorder_keeps_the_unets_output_and_records_each_cross_attention():
     for attention in recorder.maps:
         assert attention.shape[0] == 2 and attention.shape[2] == embeddings.shape[1]
         torch.testing.assert_close(attention.sum(-1), torch.ones(attention.shape[:2]))
+    # with a text mask (as a T5 guide may pass), the recorded maps leave the masked tokens out, as the output does
+    mask = (torch.arange(embeddings.shape[1]) < 5).float().expand(2, -1)
+    recorder.maps.clear()
+    with torch.no_grad():
+        masked = prior.unet(x_t, t, encoder_hidden_states=embeddings, class_labels=unknown_camera, encoder_attention_mask=mask).sample
+        prior.unet.set_attn_processor(AttnProcessor2_0())
+        torch.testing.assert_close(masked, prior.unet(x_t, t, encoder_hidden_states=embeddings, class_labels=unknown_camera,
+                                                      encoder_attention_mask=mask).sample)
+    assert not torch.allclose(masked, before)
+    assert all(attention[..., 5:].max() < 1e-6 for attention in recorder.maps)
 
 
 def test_descending_the_grounding_loss_moves_the_words_attention_onto_their_objects():

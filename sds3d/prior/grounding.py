@@ -28,7 +28,8 @@ class CrossAttentionRecorder(AttnProcessor2_0):
     def __call__(self, attn: Attention, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
         query = attn.head_to_batch_dim(attn.to_q(hidden_states))
         key = attn.head_to_batch_dim(attn.to_k(encoder_hidden_states))
-        probs = attn.get_attention_scores(query, key, None)
+        mask = attn.prepare_attention_mask(attention_mask, encoder_hidden_states.shape[1], hidden_states.shape[0])
+        probs = attn.get_attention_scores(query, key, mask)
         self.maps.append(probs.unflatten(0, (hidden_states.shape[0], attn.heads)).mean(1))
         return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, temb, **kwargs)
 
