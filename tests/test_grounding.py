@@ -1,5 +1,6 @@
-"""The prior's grounding loss: which tokens belong to which object, the loss's exact value, the attention
-recorder leaving the UNet's output as it was, and training with it."""
+"""The prior's grounding losses (the token and pixel terms, each tested through a wrapper below): which tokens
+belong to which object, the losses' exact values, the attention recorder leaving the UNet's output as it was, and
+training with them."""
 
 import json
 
@@ -9,10 +10,17 @@ from diffusers.models.attention_processor import AttnProcessor2_0
 
 from sds3d.cameras import CAMERA_FEATURES
 from sds3d.guides.pixel import PixelGuide
-from sds3d.prior.grounding import (grounding_loss, object_masks, object_token_matrix, pixel_grounding_loss,
-                                   record_cross_attention)
+from sds3d.prior.grounding import grounding_losses, object_masks, object_token_matrix, record_cross_attention
 from sds3d.prior.model import build_prior, build_tokenizer
 from sds3d.prior.train import encode, train_prior
+
+
+def grounding_loss(maps, tokens, masks):
+    return grounding_losses(maps, tokens, masks)[0]
+
+
+def pixel_grounding_loss(maps, tokens, masks):
+    return grounding_losses(maps, tokens, masks)[1]
 
 
 def test_each_objects_colour_and_shape_words_are_its_tokens():
@@ -107,7 +115,7 @@ def test_descending_the_grounding_loss_moves_the_words_attention_onto_their_obje
     losses = []
     for _ in range(15):
         prior.unet(x_t, t, encoder_hidden_states=encode(prior, captions), class_labels=torch.zeros(2, CAMERA_FEATURES))
-        loss = grounding_loss(recorder.maps, tokens, masks) + pixel_grounding_loss(recorder.maps, tokens, masks)
+        loss = sum(grounding_losses(recorder.maps, tokens, masks))
         recorder.maps.clear()
         optimizer.zero_grad()
         loss.backward()

@@ -1,7 +1,7 @@
 """Grounding losses for training the prior (TokenCompose's token and pixel losses, Wang et al. 2024, in the
 forms below), so a pair's colours bind to their objects instead of bleeding into each other: each object's
-colour and shape words attend to that object's pixels (``grounding_loss``), and that object's pixels attend
-to those words (``pixel_grounding_loss``) rather than taking their colour from words that carry the whole
+colour and shape words attend to that object's pixels (the token loss), and that object's pixels attend
+to those words (the pixel loss; both ``grounding_losses``) rather than taking their colour from words that carry the whole
 caption (the end token).
 
 The UNet stays a plain diffusers UNet: the loss only changes what its cross-attention learns, so the prior
@@ -66,34 +66,23 @@ def object_masks(object_ids: torch.Tensor, objects: int = 2) -> torch.Tensor:
     return torch.stack([(object_ids == k).float() for k in range(objects)], dim=1)
 
 
-def grounding_loss(maps: Sequence[torch.Tensor], token_objects: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """Mean over the maps and grounded tokens of (1 - the share of the token's attention on its object)^2.
+def grounding_losses(maps: Sequence[torch.Tensor], token_objects: torch.Tensor, masks: torch.Tensor):
+    """(token loss, pixel loss), each a mean over the maps: the token loss over grounded tokens of (1 - the share of
+    the token's attention on its object)^2, the pixel loss over the grounded objects' pixels of (1 - the share of the
+    pixel's attention on its own object's words)^2. Both zero when nothing is grounded.
 
     ``maps``: [B, h*w, T] each (any square resolution that divides the masks'); ``token_objects``: [B, T, K];
-    ``masks``: [B, K, H, W]. Zero when no token is grounded."""
-    grounded = token_objects.sum(-1) > 0  # [B, T]
-    if not grounded.any():
-        return masks.new_zeros(())
-    losses = []
+    ``masks``: [B, K, H, W]."""
+    if not token_objects.any():
+        return masks.new_zeros(()), masks.new_zeros(())
+    grounded_tokens = token_objects.sum(-1) > 0  # [B, T]
+    grounded_objects = (token_objects.sum(1) > 0).float()[..., None]  # [B, K, 1]
+    token_losses, pixel_losses = [], []
     for attention in maps:
-        side = int(round(attention.shape[1] ** 0.5))
-        region = F.adaptive_avg_pool2d(masks, side).flatten(2)  # [B, K, h*w]
-        token_region = token_objects @ region  # [B, T, h*w]
-        inside = (attention.transpose(1, 2) * token_region).sum(-1) / attention.sum(1).clamp(min=1e-8)  # [B, T]
-        losses.append(((1.0 - inside) ** 2)[grounded].mean())
-    return torch.stack(losses).mean()
-
-
-def pixel_grounding_loss(maps: Sequence[torch.Tensor], token_objects: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """Mean over the maps and the grounded objects' pixels of (1 - the share of the pixel's attention on its own
-    object's words)^2; arguments as ``grounding_loss``. Zero when no object is grounded."""
-    grounded = (token_objects.sum(1) > 0).float()[..., None]  # [B, K, 1]
-    if not grounded.any():
-        return masks.new_zeros(())
-    losses = []
-    for attention in maps:
-        side = int(round(attention.shape[1] ** 0.5))
-        region = F.adaptive_avg_pool2d(masks, side).flatten(2) * grounded  # [B, K, h*w]
+        region = F.adaptive_avg_pool2d(masks, int(round(attention.shape[1] ** 0.5))).flatten(2)  # [B, K, h*w]
+        inside = (attention.transpose(1, 2) * (token_objects @ region)).sum(-1) / attention.sum(1).clamp(min=1e-8)  # [B, T]
+        token_losses.append(((1.0 - inside) ** 2)[grounded_tokens].mean())
         own = (attention @ token_objects).transpose(1, 2)  # [B, K, h*w]: each pixel's attention on object k's words
-        losses.append((region * (1.0 - own) ** 2).sum() / region.sum().clamp(min=1e-8))
-    return torch.stack(losses).mean()
+        pixels = region * grounded_objects
+        pixel_losses.append((pixels * (1.0 - own) ** 2).sum() / pixels.sum().clamp(min=1e-8))
+    return torch.stack(token_losses).mean(), torch.stack(pixel_losses).mean()

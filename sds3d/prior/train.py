@@ -25,8 +25,7 @@ from sds3d.errors import ConfigError
 from sds3d.guides.base import padding_mask
 from sds3d.prior.data import render_dataset
 from sds3d.prior.degrade import degrade_batch
-from sds3d.prior.grounding import (grounding_loss, object_masks, object_token_matrix, pixel_grounding_loss,
-                                   record_cross_attention)
+from sds3d.prior.grounding import grounding_losses, object_masks, object_token_matrix, record_cross_attention
 from sds3d.prior.model import MAX_TOKENS, TEXT_ENCODERS, Prior, build_prior
 from sds3d.world.scenes import PAIR_PROB
 
@@ -164,9 +163,8 @@ def train_prior(out_dir: Path, work_dir: Path, steps: int, batch_size: int = 32,
         loss = denoising
         if recorder is not None:  # only the images as rendered and captioned: a degradation may move the objects
             as_rendered = [caption == captions[i] for caption, i in zip(text, idx.tolist())]
-            tokens, masks = object_token_matrix(prior.tokenizer, text, as_rendered), object_masks(object_ids[idx])
-            words_on_objects = grounding_loss(recorder.maps, tokens, masks)
-            pixels_on_words = pixel_grounding_loss(recorder.maps, tokens, masks)
+            words_on_objects, pixels_on_words = grounding_losses(
+                recorder.maps, object_token_matrix(prior.tokenizer, text, as_rendered), object_masks(object_ids[idx]))
             recorder.maps.clear()  # the losses hold what backward needs; a saved copy of the UNet must not hold graphs
             logged.update(grounding=words_on_objects.item(), pixel_grounding=pixels_on_words.item())
             loss = denoising + grounding * words_on_objects + pixel_grounding * pixels_on_words
