@@ -229,6 +229,7 @@ def test_prior_sample_writes_the_grid_and_each_captions_scores(tiny_prior_dir, t
         assert [r["caption"] for r in rows] == expected
         assert report["scores"][name] == pytest.approx(sum(r["passed"] for r in rows) / len(rows))
         assert f"{name:<24} {report['scores'][name]:.3f}" in result.output
+        assert report["scores"][f"{name}/own_iou"] == pytest.approx(sum(r["own_iou"] for r in rows) / len(rows))
     assert out.is_file()
 
 

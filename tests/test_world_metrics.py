@@ -128,6 +128,18 @@ def test_score_sample_passes_a_render_of_its_own_caption():
     assert result["iou"] > 0.8
 
 
+def test_score_sample_own_iou_sees_a_cube_drawn_at_the_wrong_turn():
+    def view(azimuth: float):
+        return make_cameras(torch.tensor([15.0]), torch.tensor([azimuth]), torch.tensor([1.75]), torch.tensor([55.0]), 32, 32)
+
+    face_on = render_scenes([parse_caption("a red cube")], view(0.0)).rgb[0]
+    right = score_sample(face_on, "a red cube", CAMERAS, candidates=16, camera=view(0.0))
+    turned = score_sample(face_on, "a red cube", CAMERAS, candidates=16, camera=view(45.0))
+    assert right["own_iou"] == pytest.approx(1.0)
+    assert turned["own_iou"] < 0.9 and turned["iou"] == right["iou"]  # the best-of-candidates IoU cannot tell
+    assert "own_iou" not in score_sample(face_on, "a red cube", CAMERAS, candidates=16)
+
+
 def test_score_sample_fails_another_colour():
     result = score_sample(sample_image("a blue sphere"), "a red sphere", CAMERAS, candidates=16)
     assert not result["passed"]

@@ -55,18 +55,23 @@ def sample_images(guide, captions: Sequence[str], steps: int = 50, guidance_scal
 def score_prior(guide, cameras_cfg, out: Path, steps: int = 50, guidance_scale: float = 7.5, seed: int = 0) -> Dict[str, float]:
     """Samples every evaluation caption (from training cameras drawn with ``seed``, for a camera-conditioned
     guide), writes them as one grid (a row per set) at ``out`` and each caption's checker scores as JSON beside it
-    (``out`` with the suffix .json), returns pass rates."""
+    (``out`` with the suffix .json), returns pass rates, mean IoU and colour error per set (and a camera-conditioned
+    guide's mean ``own_iou``, ``score_sample``)."""
     rows, scores, samples = [], {}, []
+    view_aware = getattr(guide, "view_aware", False)
     for name, captions in evaluation_captions().items():
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             cameras = sample_cameras(cameras_cfg, guide.resolution, guide.resolution, batch_size=len(captions))
         images = sample_images(guide, captions, steps, guidance_scale, seed, cameras)
-        results = [score_sample(img.permute(1, 2, 0), cap, cameras_cfg) for img, cap in zip(images, captions)]
+        own = [cameras.select(slice(i, i + 1)) if view_aware else None for i in range(len(captions))]
+        results = [score_sample(img.permute(1, 2, 0), cap, cameras_cfg, camera=cam) for img, cap, cam in zip(images, captions, own)]
         samples += [{"set": name, "caption": cap, **result} for cap, result in zip(captions, results)]
         scores[name] = float(np.mean([r["passed"] for r in results]))
         scores[f"{name}/iou"] = float(np.mean([r["iou"] for r in results]))
         scores[f"{name}/colour_error"] = float(np.mean([r["colour_error"] for r in results]))
+        if view_aware:
+            scores[f"{name}/own_iou"] = float(np.mean([r["own_iou"] for r in results]))
         rows.append(torch.cat(list(images.permute(0, 2, 3, 1)), dim=1))
     width = max(r.shape[1] for r in rows)
     grid = torch.cat([torch.nn.functional.pad(r, (0, 0, 0, width - r.shape[1]), value=1.0) for r in rows])

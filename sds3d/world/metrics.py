@@ -7,7 +7,7 @@ of the scene, so lighting never counts against it.
 """
 
 import math
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -123,7 +123,8 @@ def _nearest_object(ids: torch.Tensor, count: int) -> torch.Tensor:
     return torch.where(distance.isinf().all(1), -1, nearest).view(height, width)
 
 
-def score_sample(image: torch.Tensor, caption: str, cameras_cfg, candidates: int = 64, seed: int = 0) -> Dict[str, float]:
+def score_sample(image: torch.Tensor, caption: str, cameras_cfg, candidates: int = 64, seed: int = 0,
+                 camera: Optional[Cameras] = None) -> Dict[str, float]:
     """Checks a 2D sample of the prior (image [H, W, 3] in [0, 1]) against its caption's scene.
 
     The scene is rendered (shading "diffuse", like the prior's training images) from ``candidates``
@@ -131,7 +132,10 @@ def score_sample(image: torch.Tensor, caption: str, cameras_cfg, candidates: int
     sample's foreground is matched to the candidate with the best IoU. The sample's pixels are given
     to the nearest object of that render, and the colour error is the worst object's shading-free error
     (``shading_free_error``) of their mean colour, so a pair with its colours swapped fails.
-    Thresholds: see PASS_IOU.
+    Thresholds: see PASS_IOU. Given the ``camera`` the sample was drawn from (one view), the result also has
+    ``own_iou``: the IoU against the scene from that camera (both foregrounds found the same way, so a true
+    render scores 1), which the best-of-candidates IoU forgives; a prior that ignores the camera's turn or
+    distance scores lower on it.
     """
     text, _, suffix = caption.partition(",")
     label = suffix.strip().removesuffix(" view")
@@ -146,7 +150,7 @@ def score_sample(image: torch.Tensor, caption: str, cameras_cfg, candidates: int
     keep = [i for i, view in enumerate(view_labels(cameras.elevation, cameras.azimuth)) if not suffix or view == label][:candidates]
     if not keep:
         raise ValueError(f"the cameras never see a {label} view: {caption}")
-    cameras = Cameras(**{k: v[keep] if torch.is_tensor(v) else v for k, v in cameras.__dict__.items()})
+    cameras = cameras.select(torch.tensor(keep))
     truth = render_scenes([scene] * len(keep), cameras)
     image = image.cpu().float()
     mask = foreground_mask(image)
@@ -159,4 +163,7 @@ def score_sample(image: torch.Tensor, caption: str, cameras_cfg, candidates: int
     errors = [shading_free_error(image[core & (nearest == k)].mean(0), torch.tensor(COLORS[obj.color]))
               if (core & (nearest == k)).any() else 1.0 for k, obj in enumerate(scene.objects)]
     error = max(errors)
-    return {"iou": float(ious[best]), "colour_error": float(error), "passed": bool(ious[best] >= PASS_IOU and error <= PASS_COLOUR)}
+    result = {"iou": float(ious[best]), "colour_error": float(error), "passed": bool(ious[best] >= PASS_IOU and error <= PASS_COLOUR)}
+    if camera is not None:
+        result["own_iou"] = silhouette_iou(mask, foreground_mask(render_scenes([scene], camera).rgb[0]))
+    return result
