@@ -53,6 +53,11 @@ def test_every_stable_diffusion_recipe_keeps_the_papers_colour_and_weighting(nam
     assert objective.colour_t_max == 1.0 and objective.uniform_mix == 0.0
 
 
+def test_nfsd_on_stable_diffusion_keeps_sdss_t_range_not_the_prior_recipes_fall():
+    assert load_config("nfsd", prompt="a red cube").objective.t_max != load_config(prompt="a red cube").objective.t_max
+    assert load_config("nfsd-sd", prompt="a red cube").objective.t_max == load_config("dreamfusion-sd", prompt="a red cube").objective.t_max
+
+
 def test_base_uses_the_bundled_prior():
     from sds3d.config import ASSETS_DIR
 
