@@ -99,7 +99,8 @@ def test_config_choices_are_shipped_names_then_extra_files(tiny_config, tmp_path
 
 
 def test_knobs_default_to_the_config_and_a_scheduled_scale_stays_the_configs(tmp_path):
-    assert knob_defaults("base") == Knobs("sds", 400, 7.5, 0)
+    assert knob_defaults("prolificdreamer") == Knobs("vsd", 400, 7.5, 0)
+    assert knob_defaults("base") == Knobs("sds", 400, None, 0)  # base's scale falls over the run
     (tmp_path / "annealed.yaml").write_text("defaults: [base]\nobjective: {guidance_scale: [0, 100.0, 7.5, 500]}\n")
     assert knob_defaults(str(tmp_path / "annealed.yaml")).guidance_scale is None
     request = build_request("a red cube", str(tmp_path / "annealed.yaml"), Knobs("sds", 50, None, 3), tmp_path)
