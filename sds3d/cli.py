@@ -440,12 +440,16 @@ def bench_gradients(
                                                  "(default: every shipped single-object method)."),
     prompt: str = typer.Option("a red cube", "--prompt", "-p", help="The world caption whose ground truth is rendered."),
     draws: int = typer.Option(8, min=1, help="Steps measured, spread evenly over the run."),
+    albedo_gain: Optional[List[float]] = typer.Option(None, "--albedo-gain", min=0.0, help="Scale the object's albedo by this before "
+                                                      "measuring; repeat for several (default: 1, the truth). Where 'brighter' changes "
+                                                      "sign is the colour the method settles on."),
 ):
-    """Each method's gradient at the ground truth: per-pixel scale and which way it pushes the opacity."""
+    """Each method's gradient at the ground truth: per-pixel scale and which way it pushes the opacity and colour."""
     from sds3d.bench.gradients import SINGLE_OBJECT_METHODS, format_gradients, run_gradients
 
     _check_bench_inputs(method or [], [prompt])
-    typer.echo(format_gradients(run_gradients(method or list(SINGLE_OBJECT_METHODS), prompt, overrides or [], draws), prompt))
+    rows = run_gradients(method or list(SINGLE_OBJECT_METHODS), prompt, overrides or [], draws, albedo_gain or [1.0])
+    typer.echo(format_gradients(rows, prompt))
 
 
 @bench_app.command("speed")
