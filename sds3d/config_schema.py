@@ -286,6 +286,9 @@ class RenderConfig:
         "headlight", "headlight: from the camera, lifted by headlight_lift towards +z (the bundled prior's world "
                      "renders) | point: a point light at the camera's light_position (DreamFusion)")
     headlight_lift: float = key(0.6, "how far the headlight is lifted towards +z")
+    deferred_shading: bool = key(False, "light each pixel once, from its composited normal and albedo, as a surface is "
+                                        "lit (else each sample from its own normal: a soft shell then renders darker "
+                                        "than its surface and the albedo learns to make up for it)")
     ambient: float = key(0.35, "ambient light (the prior's world: 0.35)")
     diffuse: float = key(0.65, "light strength (the prior's world: 0.65)")
     background: BackgroundConfig = section(BackgroundConfig)

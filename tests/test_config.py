@@ -46,12 +46,14 @@ def test_dreamfusion_sd_recipe():
 
 
 @pytest.mark.parametrize("name", [n for n in shipped_configs() if n.endswith("-sd")])
-def test_every_stable_diffusion_recipe_keeps_the_papers_colour_weighting_and_guidance(name):
-    """The colour gate, the blend towards uniform weighting and the falling CFG scale are tuned on the bundled
-    prior; a method's prior recipe must not carry them onto SD."""
-    objective = load_config(name, prompt="a red cube").objective
+def test_every_stable_diffusion_recipe_keeps_the_papers_colour_weighting_guidance_and_shading(name):
+    """The colour gate, the blend towards uniform weighting, the falling CFG scale and deferred shading are tuned
+    on the bundled prior; a method's prior recipe must not carry them onto SD."""
+    cfg = load_config(name, prompt="a red cube")
+    objective = cfg.objective
     assert objective.colour_t_max == 1.0 and objective.uniform_mix == 0.0
     assert isinstance(objective.guidance_scale, (int, float))
+    assert cfg.render.deferred_shading is False
 
 
 def test_nfsd_on_stable_diffusion_keeps_sdss_t_range_not_the_prior_recipes_fall():

@@ -57,12 +57,12 @@ def test_bsd_gradient_is_alpha_weighted_min_norm_mix():
                         null[1] + 2.0 * null[1] / 15.0])  # c = 2 d: clipped to 0
     guide = constant_guide(conditions, {"cond": cond, "empty": null})
     x = torch.randn(SHAPE, requires_grad=True)
-    config = objective_config("bsd", config="bsd")
+    config = objective_config("bsd", config="bsd-sd")  # the authors' k = 15
     assert config.weighting == "alpha" and config.bsd.classifier_weight == 15.0
     out = run(BSD, config, guide, x, conditions, seed=6)
 
     assert len(guide.calls) == 1 and guide.calls[0][2].shape[0] == 2  # cond, null in one call
-    t, _ = redraw(6, 20, 980, x)  # bsd.yaml: t_max schedule starts at 0.98
+    t, _ = redraw(6, 20, 980, x)  # bsd-sd.yaml: t_max schedule starts at 0.98
     c, d = 15.0 * (cond - null), null
     a = []
     for i in range(B):

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from sds3d.cameras import make_cameras
 from sds3d.render.background import Background
-from sds3d.render.shading import light_directions, pick_shading, shade
+from sds3d.render.shading import light_directions, pick_shading, shade, shade_composited
 from sds3d.render.output import RenderOutput
 from sds3d.render.volume import VolumeRenderer, ray_box_bounds, sample_pdf, weights_from_density
 
@@ -30,9 +30,9 @@ class Sphere:
         return self.sign * points / points.norm(dim=-1).clamp(min=1e-6)[:, None]
 
 
-def renderer(samples=128, importance=0, radius=1.0):
-    cfg = SimpleNamespace(samples=samples, importance_samples=importance, chunk=4096, ambient=0.1, diffuse=0.9, light="point",
-                          headlight_lift=0.6)
+def renderer(samples=128, importance=0, radius=1.0, deferred=False, light="point"):
+    cfg = SimpleNamespace(samples=samples, importance_samples=importance, chunk=4096, ambient=0.1, diffuse=0.9, light=light,
+                          headlight_lift=0.6, deferred_shading=deferred)
     return VolumeRenderer(cfg, radius)
 
 
@@ -165,6 +165,45 @@ def test_light_behind_the_surface_gives_ambient_only(mode):
     out = shade(albedo, normals, light_directions(cfg, points, light, torch.zeros(1, 3)), mode, 0.1, 0.9)
     base = albedo if mode == "diffuse" else torch.ones_like(albedo)
     assert torch.allclose(out, 0.1 * base)
+
+
+@pytest.mark.parametrize("mode", ["diffuse", "textureless"])
+def test_deferred_shading_lights_the_composited_albedo_once_from_the_mean_normal(mode):
+    # a ray of opacity 0.8 over two samples whose normals disagree: lit once, from their mean direction
+    albedo = torch.tensor([[0.3, 0.5, 0.4]])  # composited: already times the opacity
+    normal, opacity = torch.tensor([[0.4, 0.0, 0.4]]), torch.tensor([[0.8]])
+    light = torch.tensor([[0.0, 0.0, 1.0]])
+    out = shade_composited(albedo, normal, opacity, light, mode, 0.1, 0.9)
+    base = albedo if mode == "diffuse" else opacity.expand(1, 3)
+    assert torch.allclose(out, base * (0.1 + 0.9 * math.sqrt(0.5)))
+    assert torch.equal(shade_composited(albedo, None, opacity, light, "albedo", 0.1, 0.9), albedo)
+
+
+class SoftSphere(Sphere):
+    """A ball with a soft shell, whose samples' normals tilt away from the surface's by a fixed angle in
+    alternating directions (as a learnt field's do): the surface itself is lit as the hard sphere's."""
+
+    def query(self, points, with_normals):
+        density = 40.0 * torch.sigmoid((self.radius - points.norm(dim=-1)) / 0.03)
+        return density, self.albedo.expand(points.shape[0], 3), self.normals(points) if with_normals else None
+
+    def normals(self, points, density=None):
+        outward = points / points.norm(dim=-1, keepdim=True).clamp(min=1e-6)
+        sideways = F.normalize(torch.cross(outward, torch.tensor([0.0, 1.0, 0.0]).expand_as(outward), dim=-1), dim=-1)
+        sign = torch.where(torch.arange(points.shape[0]) % 2 == 0, 1.0, -1.0)[:, None]
+        return math.cos(0.8) * outward + math.sin(0.8) * sign * sideways
+
+
+def test_deferred_shading_lights_a_soft_shell_as_its_surface_and_per_sample_shading_darkens_it():
+    cams = front_camera()  # headlight straight down the ray at the centre pixel (no lift along x): n.l = 1 there
+    with torch.no_grad():
+        deferred = renderer(deferred=True, light="headlight").render(SoftSphere(), solid_background(), cams, "textureless")
+        per_sample = renderer(light="headlight").render(SoftSphere(), solid_background(), cams, "textureless")
+    opacity = deferred.opacity[0, 1, 1, 0].item()
+    assert opacity == pytest.approx(1.0, abs=1e-3)
+    surface_light = 0.1 + 0.9 * F.normalize(torch.tensor([1.0, 0.0, 0.6]), dim=0)[0].item()
+    assert deferred.rgb[0, 1, 1, 0].item() == pytest.approx(surface_light, abs=0.02)
+    assert per_sample.rgb[0, 1, 1, 0].item() < surface_light - 0.1
 
 
 def test_pick_shading_is_albedo_before_ambient_only_steps():

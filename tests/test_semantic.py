@@ -68,7 +68,8 @@ class TwoBlobs:
 
 
 def test_semantic_map_of_two_blobs_splits_left_and_right():
-    settings = SimpleNamespace(samples=96, importance_samples=0, chunk=4096, ambient=0.1, diffuse=0.9, light="point", headlight_lift=0.6)
+    settings = SimpleNamespace(samples=96, importance_samples=0, chunk=4096, ambient=0.1, diffuse=0.9,
+                               light="point", headlight_lift=0.6, deferred_shading=False)
     renderer = VolumeRenderer(settings, 1.0)
     background = Background(SimpleNamespace(kind="solid", color=[1.0, 1.0, 1.0], frequencies=4, mlp_width=16))
     camera = make_cameras(torch.zeros(1), torch.zeros(1), torch.tensor([3.0]), torch.tensor([40.0]), 16, 16)  # front: viewer's left is -y

@@ -41,7 +41,8 @@ def test_zoomed_cameras_look_at_the_box_from_the_same_direction_at_a_scaled_dist
 
 def test_an_isolated_field_renders_its_object_alone_filling_the_frame_as_a_single_object_would():
     layout = load_layout(str(PAIR))
-    settings = SimpleNamespace(samples=96, importance_samples=0, chunk=4096, ambient=0.1, diffuse=0.9, light="point", headlight_lift=0.6)
+    settings = SimpleNamespace(samples=96, importance_samples=0, chunk=4096, ambient=0.1, diffuse=0.9,
+                               light="point", headlight_lift=0.6, deferred_shading=False)
     renderer = VolumeRenderer(settings, 1.0)
     background = Background(SimpleNamespace(kind="solid", color=[1.0, 1.0, 1.0], frequencies=4, mlp_width=16))
     # A side view (from -y) looks along the pair: the cube's blob is in front of the sphere's, both at the centre.

@@ -11,7 +11,7 @@ import math
 import torch
 
 from sds3d.errors import ConfigError
-from sds3d.render.shading import light_directions, shade
+from sds3d.render.shading import light_directions, shade, shade_composited
 
 
 class OccupancySampler:
@@ -51,15 +51,23 @@ class OccupancySampler:
         def composite(values):  # [n, D] -> [N, D]
             return acc.accumulate_along_rays(weights, values, ray_indices=rays, n_rays=n)
 
-        opacity = composite(None)
-        light_dir = light_directions(cfg, points, light[rays], dirs[rays])
+        opacity, depth = composite(None), composite(depths[:, None])
+        deferred = cfg.deferred_shading and shading != "albedo"  # an albedo render has no normals to light
+        if deferred:
+            light_dir = light_directions(cfg, origins + dirs * depth / opacity.clamp(min=1e-6), light, dirs)
+        else:
+            light_dir = light_directions(cfg, points, light[rays], dirs[rays])
 
         def image(albedo):
-            return composite(shade(albedo, normals, light_dir, shading, cfg.ambient, cfg.diffuse)) + (1.0 - opacity) * bg
+            if deferred:
+                lit = shade_composited(composite(albedo), composite(normals), opacity, light_dir, shading, cfg.ambient, cfg.diffuse)
+            else:
+                lit = composite(shade(albedo, normals, light_dir, shading, cfg.ambient, cfg.diffuse))
+            return lit + (1.0 - opacity) * bg
 
         region_codes = getattr(field, "region_codes", None)
         out = {"rgb": image(albedo), "rgb_shape_only": image(albedo.detach()) if shape_only else None,
-               "opacity": opacity, "depth": composite(depths[:, None]),
+               "opacity": opacity, "depth": depth,
                "normal": None, "orient": None,
                "semantic": None if region_codes is None else composite(region_codes(points)).detach()}
         if normals is not None:

@@ -31,6 +31,20 @@ def shade(albedo, normals, light_dir, mode: str, ambient: float, diffuse: float)
     """albedo, normals, light_dir [N, 3] (``light_directions``): albedo * (ambient + diffuse * max(0, n.l))."""
     if mode == "albedo":
         return albedo
-    lambert = (normals * light_dir).sum(-1, keepdim=True).clamp(min=0.0)
     base = torch.ones_like(albedo) if mode == "textureless" else albedo
-    return base * (ambient + diffuse * lambert)
+    return base * _light(normals, light_dir, ambient, diffuse)
+
+
+def shade_composited(albedo, normal, opacity, light_dir, mode: str, ambient: float, diffuse: float) -> torch.Tensor:
+    """Deferred shading of rays: the composited albedo [N, 3] (so already times the opacity [N, 1]) lit once
+    from the direction of the composited normal [N, 3], as a surface is lit. Lighting each sample of a soft
+    shell from its own normal instead renders it darker than the surface it stands for (a cone trained on the
+    bundled prior: 0.73 of its albedo against its exported mesh's 0.85), and the albedo learns to make up for it."""
+    if mode == "albedo":
+        return albedo
+    base = opacity.expand_as(albedo) if mode == "textureless" else albedo
+    return base * _light(F.normalize(normal, dim=-1), light_dir, ambient, diffuse)
+
+
+def _light(normals, light_dir, ambient: float, diffuse: float) -> torch.Tensor:
+    return ambient + diffuse * (normals * light_dir).sum(-1, keepdim=True).clamp(min=0.0)

@@ -17,7 +17,7 @@ import torch
 
 from sds3d.render.occupancy import OccupancySampler
 from sds3d.render.output import RenderOutput
-from sds3d.render.shading import light_directions, shade
+from sds3d.render.shading import light_directions, shade, shade_composited
 
 log = logging.getLogger("sds3d")
 
@@ -159,29 +159,41 @@ class VolumeRenderer:
         density, albedo = self._query(field, points)
         weights = self._weights(density, depths, far)  # [N, S]
         normals = self._visible_normals(field, points, density, weights) if need_normals else None
-        lights = light[:, None].expand(n, s, 3).reshape(-1, 3)
-        ray_dirs = dirs[:, None].expand(n, s, 3).reshape(-1, 3)
-        light_dir = light_directions(self.cfg, points, lights, ray_dirs)
         opacity = weights.sum(-1, keepdim=True)
+        depth = (weights * depths).sum(-1, keepdim=True)
+
+        def composite(values):  # [N*S, D] -> [N, D]
+            return (weights[..., None] * values.reshape(n, s, -1)).sum(1)
+
+        deferred = self.cfg.deferred_shading and shading != "albedo"  # an albedo render has no normals to light
+        if deferred:
+            light_dir = light_directions(self.cfg, origins + dirs * depth / opacity.clamp(min=1e-6), light, dirs)
+        else:
+            light_dir = light_directions(self.cfg, points, light[:, None].expand(n, s, 3).reshape(-1, 3),
+                                         dirs[:, None].expand(n, s, 3).reshape(-1, 3))
 
         def image(albedo):
-            color = shade(albedo, normals, light_dir, shading, self.cfg.ambient, self.cfg.diffuse).reshape(n, s, 3)
-            return (weights[..., None] * color).sum(1) + (1.0 - opacity) * bg
+            if deferred:
+                lit = shade_composited(composite(albedo), composite(normals), opacity, light_dir, shading,
+                                       self.cfg.ambient, self.cfg.diffuse)
+            else:
+                lit = composite(shade(albedo, normals, light_dir, shading, self.cfg.ambient, self.cfg.diffuse))
+            return lit + (1.0 - opacity) * bg
 
         region_codes = getattr(field, "region_codes", None)
         out = {
             "rgb": image(albedo),
             "rgb_shape_only": image(albedo.detach()) if shape_only else None,
             "opacity": opacity,
-            "depth": (weights * depths).sum(-1, keepdim=True),
+            "depth": depth,
             "normal": None,
             "orient": None,
             # Codes only feed masks (no gradient), so the weights are detached.
             "semantic": None if region_codes is None else (weights.detach()[..., None] * region_codes(points).reshape(n, s, -1)).sum(1),
         }
         if normals is not None:
+            out["normal"] = composite(normals)
             normals = normals.reshape(n, s, 3)
-            out["normal"] = (weights[..., None] * normals).sum(1)
             facing_away = (normals * dirs[:, None]).sum(-1).clamp(min=0.0) ** 2  # [N, S]
             out["orient"] = (weights.detach() * facing_away).sum(-1, keepdim=True)
         return out
