@@ -52,6 +52,7 @@ class OccupancySampler:
             return acc.accumulate_along_rays(weights, values, ray_indices=rays, n_rays=n)
 
         opacity, depth = composite(None), composite(depths[:, None])
+        normal = composite(normals) if normals is not None else None
         deferred = cfg.deferred_shading and shading != "albedo"  # an albedo render has no normals to light
         if deferred:
             light_dir = light_directions(cfg, origins + dirs * depth / opacity.clamp(min=1e-6), light, dirs)
@@ -60,7 +61,7 @@ class OccupancySampler:
 
         def image(albedo):
             if deferred:
-                lit = shade_composited(composite(albedo), composite(normals), opacity, light_dir, shading, cfg.ambient, cfg.diffuse)
+                lit = shade_composited(composite(albedo), normal, opacity, light_dir, shading, cfg.ambient, cfg.diffuse)
             else:
                 lit = composite(shade(albedo, normals, light_dir, shading, cfg.ambient, cfg.diffuse))
             return lit + (1.0 - opacity) * bg
@@ -71,7 +72,7 @@ class OccupancySampler:
                "normal": None, "orient": None,
                "semantic": None if region_codes is None else composite(region_codes(points)).detach()}
         if normals is not None:
-            out["normal"] = composite(normals)
+            out["normal"] = normal
             facing_away = (normals * dirs[rays]).sum(-1, keepdim=True).clamp(min=0.0) ** 2  # [n, 1]
             out["orient"] = acc.accumulate_along_rays(weights.detach(), facing_away, ray_indices=rays, n_rays=n)
         return out

@@ -165,6 +165,7 @@ class VolumeRenderer:
         def composite(values):  # [N*S, D] -> [N, D]
             return (weights[..., None] * values.reshape(n, s, -1)).sum(1)
 
+        normal = composite(normals) if normals is not None else None
         deferred = self.cfg.deferred_shading and shading != "albedo"  # an albedo render has no normals to light
         if deferred:
             light_dir = light_directions(self.cfg, origins + dirs * depth / opacity.clamp(min=1e-6), light, dirs)
@@ -174,8 +175,7 @@ class VolumeRenderer:
 
         def image(albedo):
             if deferred:
-                lit = shade_composited(composite(albedo), composite(normals), opacity, light_dir, shading,
-                                       self.cfg.ambient, self.cfg.diffuse)
+                lit = shade_composited(composite(albedo), normal, opacity, light_dir, shading, self.cfg.ambient, self.cfg.diffuse)
             else:
                 lit = composite(shade(albedo, normals, light_dir, shading, self.cfg.ambient, self.cfg.diffuse))
             return lit + (1.0 - opacity) * bg
@@ -192,7 +192,7 @@ class VolumeRenderer:
             "semantic": None if region_codes is None else (weights.detach()[..., None] * region_codes(points).reshape(n, s, -1)).sum(1),
         }
         if normals is not None:
-            out["normal"] = composite(normals)
+            out["normal"] = normal
             normals = normals.reshape(n, s, 3)
             facing_away = (normals * dirs[:, None]).sum(-1).clamp(min=0.0) ** 2  # [N, S]
             out["orient"] = (weights.detach() * facing_away).sum(-1, keepdim=True)
