@@ -81,7 +81,7 @@ def test_mesh_renderer_shape_only_copy_cuts_the_albedo():
     colour = torch.tensor([0.3, -0.2, 1.0], requires_grad=True)
     surface = SimpleNamespace(geometry=lambda: (torch.tensor(box.vertices, dtype=torch.float32), torch.tensor(box.faces)),
                               albedo=lambda points: torch.sigmoid(colour).expand(points.shape[0], 3))
-    cfg = SimpleNamespace(ambient=0.1, diffuse=0.9, light="point", headlight_lift=0.6, deferred_shading=False)
+    cfg = SimpleNamespace(ambient=0.1, diffuse=0.9, light="point", headlight_lift=0.6)
     out = MeshRenderer(cfg).render(surface, grey, cameras(batch=1, size=16), shape_only=True)
     assert torch.allclose(out.rgb_shape_only, out.rgb)
     assert out.opacity.amax() == 1.0
